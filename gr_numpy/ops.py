@@ -1,0 +1,102 @@
+"""The compute operations the model calls, sent to one of two backends: "numba" or "numpy".
+
+The model code is the same for both: it calls `ops.matmul(x, W)` and this module passes the
+call on to `kernels.py` (our Numba kernels, the default) or to `numpy_ops.py` (plain NumPy, the
+reference). Pick one with `set_backend`, `using_backend`, or GR_NUMPY_BACKEND=numpy at import.
+This module holds no maths of its own; the numpy backend checks nothing beyond NumPy's checks.
+
+Convention, used everywhere: rows are examples (batch first); W is (D_in, D_out); y = x @ W + b.
+Then dW = x.T @ dy (matmul_tn), dx = dy @ W.T (matmul_nt), db = dy.sum(0) (col_sum).
+Glossary: N rows (the batch); K and M generic feature sizes (x is (N, K), W is (K, M)).
+"""
+
+import contextlib
+import os
+
+import numba
+
+from . import kernels, numpy_ops
+
+BACKENDS = {"numba": kernels, "numpy": numpy_ops}
+
+_backend_name = None
+_backend = None  # the module every call below goes to
+
+
+def set_backend(name):
+    """Send every later call to the named backend: "numba" or "numpy"."""
+    global _backend_name, _backend
+    if name not in BACKENDS:
+        raise ValueError(f"set_backend: unknown backend {name!r}; expected one of "
+                         f"{', '.join(map(repr, BACKENDS))} (GR_NUMPY_BACKEND is read at import)")
+    _backend_name, _backend = name, BACKENDS[name]
+
+
+def get_backend():
+    """The name of the backend in use: "numba" or "numpy"."""
+    return _backend_name
+
+
+@contextlib.contextmanager
+def using_backend(name):
+    """Use the named backend inside a `with` block, then restore the one before."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def set_threads(n):
+    """Run the parallel Numba kernels on n threads (1 <= n <= NUMBA_NUM_THREADS)."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not isinstance(n, int) or not 1 <= n <= limit:
+        raise ValueError(f"set_threads: got {n!r}; expected an int from 1 to {limit} "
+                         "(NUMBA_NUM_THREADS, fixed at start-up)")
+    numba.set_num_threads(n)
+
+
+def get_threads():
+    """How many threads the parallel Numba kernels use."""
+    return numba.get_num_threads()
+
+
+set_backend(os.environ.get("GR_NUMPY_BACKEND", "numba"))
+
+
+# ---------------------------------------------------------------- the operations
+
+def matmul(a, b):
+    """(N, K) @ (K, M) -> (N, M): the forward product x @ W."""
+    return _backend.matmul(a, b)
+
+
+def matmul_nt(a, b):
+    """(N, M) @ (K, M).T -> (N, K): the input gradient dy @ W.T."""
+    return _backend.matmul_nt(a, b)
+
+
+def matmul_tn(a, b):
+    """(N, K).T @ (N, M) -> (K, M): the weight gradient x.T @ dy."""
+    return _backend.matmul_tn(a, b)
+
+
+def add_bias(y, b):
+    """(N, M) + (M,) -> (N, M): a new array."""
+    return _backend.add_bias(y, b)
+
+
+def col_sum(dy):
+    """(N, M) -> (M,): the bias gradient dy.sum(0)."""
+    return _backend.col_sum(dy)
+
+
+def relu(x):
+    """(N, M) -> (N, M): a new array max(x, 0)."""
+    return _backend.relu(x)
+
+
+def relu_backward(dout, x):
+    """(N, M), (N, M) -> (N, M): a new array, dout where x > 0, else 0."""
+    return _backend.relu_backward(dout, x)
