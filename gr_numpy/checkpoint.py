@@ -1,0 +1,82 @@
+"""Checkpoints: one .npz file holding everything needed to resume or to use a trained model.
+
+Inside: the parameters (`param/<name>`), the Adam state (`adam/...`), and `meta`, a JSON string
+with the format version, the model and training configs, the training position (epoch, step,
+the epoch's shuffle order) and the random generator's state. Writes go to a temporary file that is
+renamed over the old one only when complete, so a crash mid-write never destroys the last good
+checkpoint. Loading uses `allow_pickle=False`: a checkpoint file can never run code.
+"""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "gr-numpy-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, foreign or from another format version."""
+
+
+def save_checkpoint(path, params, meta, adam_state=None, arrays=None):
+    """Write params, optimiser state, extra arrays and a JSON-able meta dict to path, atomically."""
+    path = Path(path)
+    contents = {f"param/{k}": v for k, v in params.items()}
+    contents.update({f"adam/{k}": v for k, v in (adam_state or {}).items()})
+    contents.update({f"array/{k}": v for k, v in (arrays or {}).items()})
+    meta = dict(meta, format=FORMAT, version=VERSION)
+    contents["meta"] = np.array(json.dumps(meta))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **contents)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)                   # atomic on POSIX: readers see old or new, never half
+
+
+def load_checkpoint(path):
+    """path -> (params, meta, adam_state, arrays). Raises CheckpointError with a one-line hint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: run `python train.py` first, "
+                              f"or pass --checkpoint PATH")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            contents = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
+                              f"it may be truncated or from another program — delete it and train "
+                              f"again") from None
+    try:
+        meta = json.loads(str(contents.pop("meta")))
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is an .npz but not a gr-numpy checkpoint (no valid 'meta' "
+                              f"entry)") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a gr-numpy checkpoint (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')}, this "
+                              f"gr-numpy reads version {VERSION}; retrain with this version")
+    parts = {"param": {}, "adam": {}, "array": {}}
+    for key, value in contents.items():
+        kind, _, name = key.partition("/")
+        if kind in parts:
+            parts[kind][name] = value
+    return parts["param"], meta, parts["adam"], parts["array"]
+
+
+def load_model(path):
+    """path -> VAE ready for encode/decode, rebuilt from the config stored in the checkpoint."""
+    from .model import VAE, VAEConfig
+
+    params, meta, _, _ = load_checkpoint(path)
+    try:
+        config = VAEConfig(**meta["model"])
+        return VAE(config, params=params)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model does not match this gr-numpy ({e}); retrain "
+                              f"with `python train.py`") from None

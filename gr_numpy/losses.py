@@ -1,0 +1,82 @@
+"""The VAE's loss pieces and the reparameterisation, each with its gradient written out.
+
+Every loss is a sum over an image's pixels (or latent dims), averaged over the N images of the
+batch, and returns `(loss, gradient)` together. The reparameterisation is a forward/backward pair
+like a layer; its noise `eps` is always passed in by the caller, so everything here can be
+checked by finite differences. Shapes: N batch, D pixels (784), K latent dims.
+"""
+
+import numpy as np
+
+from .layers import sigmoid_backward, sigmoid_forward
+
+
+# ------------------------------------------------------------------ reconstruction
+def bce_with_logits(logits, x):
+    """Bernoulli cross-entropy between pixels x in [0, 1] and sigmoid(logits), summed over pixels.
+
+    logits (N, D), x (N, D) -> loss (scalar, mean over images), dlogits (N, D).
+    Working on logits rather than on sigmoid outputs keeps it finite where sigmoid saturates, and
+    its gradient is the famously simple sigmoid(logits) - x.
+    """
+    N = logits.shape[0]
+    # -[x log s + (1 - x) log(1 - s)] with s = sigmoid(a) equals max(a, 0) - a x + log(1 + e^-|a|)
+    per_pixel = np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))
+    loss = per_pixel.sum() / N
+    xhat, _ = sigmoid_forward(logits)
+    dlogits = (xhat - x) / N                                          # (N, D)
+    return loss, dlogits
+
+
+def sse_with_logits(logits, x):
+    """Sum of squared errors between x and sigmoid(logits) (the reference recipe's loss).
+
+    logits (N, D), x (N, D) -> loss (scalar, mean over images), dlogits (N, D).
+    """
+    N = logits.shape[0]
+    xhat, sig_cache = sigmoid_forward(logits)
+    diff = xhat - x
+    loss = (diff * diff).sum() / N
+    dxhat = 2 * diff / N                                              # (N, D)
+    dlogits = sigmoid_backward(dxhat, sig_cache)
+    return loss, dlogits
+
+
+RECONSTRUCTION_LOSSES = {"bce": bce_with_logits, "sse": sse_with_logits}
+
+
+# ------------------------------------------------------------------ KL to N(0, I)
+def kl_normal(mu, logvar):
+    """KL( N(mu, exp(logvar)) || N(0, I) ), summed over the K dims, mean over images.
+
+    mu (N, K), logvar (N, K) -> kl (scalar), dmu (N, K), dlogvar (N, K).
+    Closed form per dim: 0.5 * (mu^2 + exp(logvar) - 1 - logvar).
+    """
+    N = mu.shape[0]
+    var = np.exp(logvar)
+    kl = 0.5 * (mu * mu + var - 1 - logvar).sum() / N
+    dmu = mu / N
+    dlogvar = 0.5 * (var - 1) / N
+    return kl, dmu, dlogvar
+
+
+# ------------------------------------------------------------------ reparameterisation
+def reparameterize_forward(mu, logvar, eps):
+    """z = mu + std * eps with std = exp(logvar / 2)   (logvar is the log VARIANCE).
+
+    mu, logvar, eps (N, K) -> z (N, K). Drawing eps outside keeps this deterministic.
+    """
+    std = np.exp(0.5 * logvar)
+    z = mu + std * eps
+    return z, (std, eps)
+
+
+def reparameterize_backward(dz, cache):
+    """dz (N, K) -> dmu (N, K), dlogvar (N, K).
+
+    dz/dmu = 1;  dz/dlogvar = eps * d std/dlogvar = eps * 0.5 * std.
+    """
+    std, eps = cache
+    dmu = dz.copy()
+    dlogvar = dz * eps * 0.5 * std
+    return dmu, dlogvar

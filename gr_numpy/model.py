@@ -1,0 +1,296 @@
+"""The variational autoencoder: forward pass, loss, and a backward pass written out by hand.
+
+    x (N, D) -> encoder MLP -> mu, logvar (N, K) -> z = relu(mu + exp(logvar/2) * eps)
+             -> decoder MLP -> logits (N, D) -> sigmoid -> reconstruction of x
+
+`VAE.loss_and_grads(x, labels, eps)` runs it forwards and backwards. Passing `labels` turns on
+gradient routing: in `encoder_backward`, dL/dz is masked to each image's label column before it
+enters the encoder (see routing.py). Parameters are one plain dict of named arrays and the
+gradients come back in a dict with the same keys. Not here: the optimiser (adam.py), the data
+(data.py), the training loop (train.py).
+
+Glossary: N batch, D pixels (784), H a hidden width, K latent dims (= classes, 10).
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .layers import ACTIVATIONS, linear_backward, linear_forward, relu_backward, relu_forward
+from .layers import sigmoid_forward
+from .losses import RECONSTRUCTION_LOSSES, kl_normal, reparameterize_backward
+from .losses import reparameterize_forward
+from .routing import route_mask
+
+
+@dataclass
+class VAEConfig:
+    """Everything that fixes the model's shape and loss. Stored inside every checkpoint."""
+    input_dim: int = 784            # D
+    enc_hidden: tuple = (512, 256)  # encoder hidden widths, input side first
+    dec_hidden: tuple = (256, 512)  # decoder hidden widths, latent side first
+    latent: int = 10                # K: one dim per class when routing
+    enc_act: str = "relu"           # activation of the encoder's hidden layers
+    dec_act: str = "elu"            # activation of the decoder's hidden layers
+    dec_hidden_bias: bool = False   # no bias: the all-zero code cannot decode to a "free" digit
+    relu_z: bool = True             # z = relu(sample): "more of a digit" is positive
+    recon: str = "bce"              # "bce" (Bernoulli cross-entropy) or "sse" (sum sq. error)
+    recon_weight: float = 1.0       # multiplies the reconstruction loss
+    kl_weight: float = 1.0          # multiplies the KL term
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        self.enc_hidden = tuple(int(h) for h in self.enc_hidden)
+        self.dec_hidden = tuple(int(h) for h in self.dec_hidden)
+        for name in ("enc_act", "dec_act"):
+            if getattr(self, name) not in ACTIVATIONS:
+                raise ValueError(f"VAEConfig: {name} must be one of {sorted(ACTIVATIONS)}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.recon not in RECONSTRUCTION_LOSSES:
+            raise ValueError(f"VAEConfig: recon must be one of {sorted(RECONSTRUCTION_LOSSES)}, "
+                             f"got {self.recon!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"VAEConfig: dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        sizes = (self.input_dim, self.latent) + self.enc_hidden + self.dec_hidden
+        if any(s < 1 for s in sizes):
+            raise ValueError(f"VAEConfig: every layer size must be >= 1, got {sizes}")
+
+    def to_dict(self):
+        d = asdict(self)
+        d["enc_hidden"], d["dec_hidden"] = list(self.enc_hidden), list(self.dec_hidden)
+        return d
+
+
+def layer_shapes(cfg):
+    """Name -> shape of every parameter, in forward order. None-bias layers are simply absent."""
+    shapes = {}
+    sizes = (cfg.input_dim,) + cfg.enc_hidden
+    for i in range(len(cfg.enc_hidden)):
+        shapes[f"enc{i}.W"], shapes[f"enc{i}.b"] = (sizes[i], sizes[i + 1]), (sizes[i + 1],)
+    for head in ("mu", "logvar"):
+        shapes[f"{head}.W"], shapes[f"{head}.b"] = (sizes[-1], cfg.latent), (cfg.latent,)
+    sizes = (cfg.latent,) + cfg.dec_hidden
+    for i in range(len(cfg.dec_hidden)):
+        shapes[f"dec{i}.W"] = (sizes[i], sizes[i + 1])
+        if cfg.dec_hidden_bias:
+            shapes[f"dec{i}.b"] = (sizes[i + 1],)
+    shapes["out.W"], shapes["out.b"] = (sizes[-1], cfg.input_dim), (cfg.input_dim,)
+    return shapes
+
+
+def init_params(cfg, rng):
+    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, as PyTorch's Linear does."""
+    params = {}
+    for name, shape in layer_shapes(cfg).items():
+        fan_in = shape[0] if name.endswith(".W") else None
+        if fan_in is None:                       # a bias: fan_in is its weight's first dim
+            fan_in = layer_shapes(cfg)[name[:-2] + ".W"][0]
+        bound = 1.0 / np.sqrt(fan_in)
+        params[name] = rng.uniform(-bound, bound, size=shape).astype(cfg.dtype)
+    return params
+
+
+class VAE:
+    """An MLP VAE whose forward and backward passes are plain functions of a dict of arrays."""
+
+    def __init__(self, config=None, params=None, rng=None):
+        self.config = config if config is not None else VAEConfig()
+        if params is None:
+            params = init_params(self.config, rng if rng is not None else np.random.default_rng(0))
+        self.params = params
+        self._check_params()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x, eps):
+        """x (N, D), eps (N, K) -> losses dict, cache for `backward`."""
+        cfg = self.config
+        cache = {}
+        mu, logvar, z = self.encoder_forward(x, eps, cache)             # (N, K) each
+        logits = self.decoder_forward(z, cache)                         # (N, D)
+
+        recon, dlogits = RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
+        kl, dmu_kl, dlogvar_kl = kl_normal(mu, logvar)
+        cache["dlogits"] = cfg.recon_weight * dlogits                 # dL/dlogits
+        cache["dmu_kl"] = cfg.kl_weight * dmu_kl                      # dL/dmu through the KL
+        cache["dlogvar_kl"] = cfg.kl_weight * dlogvar_kl              # dL/dlogvar through the KL
+        losses = {"loss": cfg.recon_weight * recon + cfg.kl_weight * kl, "recon": recon, "kl": kl}
+        return losses, cache
+
+    def encoder_forward(self, x, eps, cache):
+        """x (N, D), eps (N, K) -> mu, logvar, z (N, K) each; records what backward needs in cache."""
+        cfg, p = self.config, self.params
+        act_forward, _ = ACTIVATIONS[cfg.enc_act]
+        cache["enc"] = []
+        h = x
+        for i in range(len(cfg.enc_hidden)):
+            a, lin = linear_forward(h, p[f"enc{i}.W"], p[f"enc{i}.b"])
+            h, act = act_forward(a)
+            cache["enc"].append((lin, act))
+        mu, cache["mu"] = linear_forward(h, p["mu.W"], p["mu.b"])
+        logvar, cache["logvar"] = linear_forward(h, p["logvar.W"], p["logvar.b"])
+        z, cache["reparam"] = reparameterize_forward(mu, logvar, eps)
+        if cfg.relu_z:
+            z, cache["relu_z"] = relu_forward(z)
+        return mu, logvar, z
+
+    def decoder_forward(self, z, cache):
+        """z (N, K) -> logits (N, D) of the pixels; records what backward needs in cache."""
+        cfg, p = self.config, self.params
+        act_forward, _ = ACTIVATIONS[cfg.dec_act]
+        cache["dec"] = []
+        h = z
+        for i in range(len(cfg.dec_hidden)):
+            a, lin = linear_forward(h, p[f"dec{i}.W"], p.get(f"dec{i}.b"))  # no bias by default
+            h, act = act_forward(a)
+            cache["dec"].append((lin, act))
+        logits, cache["out"] = linear_forward(h, p["out.W"], p["out.b"])
+        return logits
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, cache, labels=None):
+        """The forward pass in reverse. labels (N,) turns routing on; None is a plain VAE."""
+        grads = {}
+        dz = self.decoder_backward(cache, grads)                      # (N, K) dL_recon/dz
+        self.encoder_backward(dz, cache, labels, grads)
+        return grads
+
+    def decoder_backward(self, cache, grads):
+        """From dL/dlogits back to dL/dz (N, K); fills the decoder's entries of grads."""
+        cfg = self.config
+        _, act_backward = ACTIVATIONS[cfg.dec_act]
+        dh, grads["out.W"], grads["out.b"] = linear_backward(cache["dlogits"], cache["out"])
+        for i in reversed(range(len(cfg.dec_hidden))):
+            lin, act = cache["dec"][i]
+            da = act_backward(dh, act)
+            dh, grads[f"dec{i}.W"], db = linear_backward(da, lin)
+            if db is not None:
+                grads[f"dec{i}.b"] = db
+        return dh
+
+    def encoder_backward(self, dz, cache, labels, grads):
+        """From dL_recon/dz (N, K) back through z, the heads and the encoder; fills grads."""
+        cfg = self.config
+
+        # ---------------------------------------------------------------- GRADIENT ROUTING
+        # The only change from a plain VAE. Zero every column of dL/dz except the image's label,
+        # so the reconstruction error of a "3" reaches the encoder only through latent dim 3.
+        # The KL gradient (added below) is not routed: it is a prior on every dim, not a signal
+        # about which dim should describe this image.
+        if labels is not None:
+            dz = dz * route_mask(labels, cfg.latent, dtype=dz.dtype)
+        # ----------------------------------------------------------------------------------
+
+        if cfg.relu_z:
+            dz = relu_backward(dz, cache["relu_z"])
+        dmu_recon, dlogvar_recon = reparameterize_backward(dz, cache["reparam"])
+        dmu = dmu_recon + cache["dmu_kl"]                             # two paths meet at mu
+        dlogvar = dlogvar_recon + cache["dlogvar_kl"]                 # and at logvar
+
+        dh_mu, grads["mu.W"], grads["mu.b"] = linear_backward(dmu, cache["mu"])
+        dh_logvar, grads["logvar.W"], grads["logvar.b"] = linear_backward(dlogvar, cache["logvar"])
+        dh = dh_mu + dh_logvar                                        # both heads read h
+
+        _, act_backward = ACTIVATIONS[cfg.enc_act]
+        for i in reversed(range(len(cfg.enc_hidden))):
+            lin, act = cache["enc"][i]
+            da = act_backward(dh, act)
+            dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = linear_backward(da, lin)
+        return grads
+
+    def loss_and_grads(self, x, labels=None, eps=None):
+        """x (N, D) floats in [0, 1]; labels (N,) ints or None; eps (N, K) noise or None (= zeros).
+
+        Returns (losses, grads): losses has "loss", "recon", "kl" (floats, mean per image);
+        grads has one array per parameter, same keys and shapes. The caller draws eps
+        (eps=None means z = relu(mu), the noiseless code).
+        """
+        x = self._check_x(x, "loss_and_grads")
+        if eps is None:
+            eps = np.zeros((x.shape[0], self.config.latent), dtype=x.dtype)
+        eps = self._check_eps(eps, x.shape[0])
+        if labels is not None:
+            labels = self._check_labels(labels, x.shape[0])
+        losses, cache = self.forward(x, eps)
+        grads = self.backward(cache, labels)
+        return {k: float(v) for k, v in losses.items()}, grads
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, x, batch_size=1000):
+        """x (N, D) -> mu (N, K), the encoder's mean. argmax over K is the predicted digit."""
+        x = self._check_x(x, "encode")
+        return np.concatenate([self._encode(x[i:i + batch_size])
+                               for i in range(0, len(x), batch_size)] or [self._empty()])
+
+    def code(self, x, batch_size=1000):
+        """x (N, D) -> the noiseless code the decoder reads: relu(mu) with ReLU on z, else mu."""
+        mu = self.encode(x, batch_size)
+        return np.maximum(mu, 0) if self.config.relu_z else mu
+
+    def decode(self, z, batch_size=1000):
+        """z (N, K) codes -> images (N, D) in [0, 1]. Pass codes as the decoder reads them."""
+        z = np.asarray(z)
+        if z.ndim == 1:
+            z = z[None, :]
+        if z.ndim != 2 or z.shape[1] != self.config.latent or not np.issubdtype(z.dtype, np.number):
+            raise ValueError(f"decode: z must be numbers of shape (N, {self.config.latent}), "
+                             f"got {z.dtype} {z.shape}")
+        z = z.astype(self.config.dtype)
+        return np.concatenate([self._decode(z[i:i + batch_size])
+                               for i in range(0, len(z), batch_size)])
+
+    def reconstruct(self, x):
+        """x (N, D) -> decode(code(x)) (N, D): what the demo and the reconstruction MSE use."""
+        return self.decode(self.code(x))
+
+    def _encode(self, x):
+        eps = np.zeros((x.shape[0], self.config.latent), dtype=x.dtype)
+        mu, _, _ = self.encoder_forward(x, eps, {})
+        return mu
+
+    def _decode(self, z):
+        xhat, _ = sigmoid_forward(self.decoder_forward(z, {}))
+        return xhat
+
+    def _empty(self):
+        return np.zeros((0, self.config.latent), dtype=self.config.dtype)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_params(self):
+        shapes = layer_shapes(self.config)
+        if set(shapes) != set(self.params):
+            raise ValueError(f"VAE: parameter names {sorted(self.params)} do not match the config's "
+                             f"{sorted(shapes)}")
+        for name, shape in shapes.items():
+            if self.params[name].shape != shape or self.params[name].dtype != self.config.dtype:
+                raise ValueError(f"VAE: parameter {name} is {self.params[name].dtype} "
+                                 f"{self.params[name].shape}, config expects {self.config.dtype} {shape}")
+
+    def _check_x(self, x, where):
+        x = np.asarray(x)
+        D = self.config.input_dim
+        if x.ndim != 2 or x.shape[1] != D:
+            raise ValueError(f"{where}: x must have shape (N, {D}) (flattened images), got {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"{where}: x must be floats in [0, 1], got dtype {x.dtype}; "
+                             f"convert uint8 images with gr_numpy.data.to_rows")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{where}: x contains NaN or inf")
+        return np.ascontiguousarray(x, dtype=self.config.dtype)
+
+    def _check_eps(self, eps, N):
+        eps = np.asarray(eps)
+        if eps.shape != (N, self.config.latent) or not np.issubdtype(eps.dtype, np.floating):
+            raise ValueError(f"loss_and_grads: eps must be floats of shape ({N}, "
+                             f"{self.config.latent}), got {eps.dtype} {eps.shape}")
+        return np.ascontiguousarray(eps, dtype=self.config.dtype)
+
+    def _check_labels(self, labels, N):
+        labels = np.asarray(labels)
+        if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"loss_and_grads: labels must be integers of shape ({N},), "
+                             f"got {labels.dtype} {labels.shape}")
+        K = self.config.latent
+        if N and (labels.min() < 0 or labels.max() >= K):
+            raise ValueError(f"loss_and_grads: labels must lie in 0..{K - 1} (one latent dim per "
+                             f"class), got values from {labels.min()} to {labels.max()}")
+        return labels

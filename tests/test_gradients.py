@@ -1,0 +1,269 @@
+"""Every backward pass against central finite differences, in float64.
+
+Sizes are small and odd (3, 5, 7, 4), upstream gradients are random (never all ones), biases are
+non-zero, and inputs to ReLUs are kept away from the kink at 0, where the derivative jumps.
+"""
+
+import numpy as np
+import pytest
+
+from gr_numpy import layers, losses
+from gr_numpy.gradcheck import check_gradient, numerical_gradient, numerical_gradient_array
+from gr_numpy.model import VAE, VAEConfig
+
+TOL = 1e-6
+
+
+def off_kink(a, margin=0.05):
+    """Move entries within `margin` of 0 out to +-margin, so a ReLU's derivative is well defined."""
+    a = a.copy()
+    small = np.abs(a) < margin
+    a[small] = np.where(a[small] >= 0, margin, -margin)
+    return a
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+# ------------------------------------------------------------------------- single layers
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_backward(rng, bias):
+    x, W = rng.normal(size=(3, 5)), rng.normal(size=(5, 7))
+    b = rng.normal(size=7) if bias else None
+    dy = rng.normal(size=(3, 7))
+    out, cache = layers.linear_forward(x, W, b)
+    np.testing.assert_allclose(out, x @ W + (b if bias else 0), rtol=1e-12)
+    dx, dW, db = layers.linear_backward(dy, cache)
+    f = lambda: layers.linear_forward(x, W, b)[0]
+    check_gradient(dx, numerical_gradient_array(f, x, dy), TOL, "dx")
+    check_gradient(dW, numerical_gradient_array(f, W, dy), TOL, "dW")
+    if bias:
+        check_gradient(db, numerical_gradient_array(f, b, dy), TOL, "db")
+    else:
+        assert db is None
+
+
+@pytest.mark.parametrize("name", ["relu", "elu", "sigmoid"])
+def test_activation_backward(rng, name):
+    forward, backward = {"relu": (layers.relu_forward, layers.relu_backward),
+                         "elu": (layers.elu_forward, layers.elu_backward),
+                         "sigmoid": (layers.sigmoid_forward, layers.sigmoid_backward)}[name]
+    x = off_kink(rng.normal(size=(4, 5)) * 2)
+    dout = rng.normal(size=(4, 5))
+    dout_before = dout.copy()
+    _, cache = forward(x)
+    dx = backward(dout, cache)
+    np.testing.assert_array_equal(dout, dout_before)   # the incoming gradient is not modified
+    check_gradient(dx, numerical_gradient_array(lambda: forward(x)[0], x, dout), TOL, f"{name} dx")
+
+
+def test_sigmoid_is_finite_for_large_inputs():
+    out, _ = layers.sigmoid_forward(np.array([-1000.0, 0.0, 1000.0]))
+    np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("name", ["bce", "sse"])
+def test_reconstruction_loss_gradient(rng, name):
+    loss_fn = losses.RECONSTRUCTION_LOSSES[name]
+    logits, x = rng.normal(size=(3, 7)) * 2, rng.uniform(size=(3, 7))
+    _, dlogits = loss_fn(logits, x)
+    check_gradient(dlogits, numerical_gradient(lambda: loss_fn(logits, x)[0], logits), TOL, name)
+
+
+def test_bce_matches_its_definition(rng):
+    logits, x = rng.normal(size=(3, 7)), rng.uniform(size=(3, 7))
+    s = 1 / (1 + np.exp(-logits))
+    expected = -(x * np.log(s) + (1 - x) * np.log(1 - s)).sum() / 3
+    np.testing.assert_allclose(losses.bce_with_logits(logits, x)[0], expected, rtol=1e-12)
+
+
+def test_kl_gradient(rng):
+    mu, logvar = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    _, dmu, dlogvar = losses.kl_normal(mu, logvar)
+    f = lambda: losses.kl_normal(mu, logvar)[0]
+    check_gradient(dmu, numerical_gradient(f, mu), TOL, "dmu")
+    check_gradient(dlogvar, numerical_gradient(f, logvar), TOL, "dlogvar")
+
+
+def test_reparameterize_gradient(rng):
+    mu, logvar, eps = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    dz = rng.normal(size=(3, 4))
+    _, cache = losses.reparameterize_forward(mu, logvar, eps)
+    dmu, dlogvar = losses.reparameterize_backward(dz, cache)
+    f = lambda: losses.reparameterize_forward(mu, logvar, eps)[0]
+    check_gradient(dmu, numerical_gradient_array(f, mu, dz), TOL, "dmu")
+    check_gradient(dlogvar, numerical_gradient_array(f, logvar, dz), TOL, "dlogvar")
+
+
+# ------------------------------------------------------------------------- forward maths
+def test_kl_matches_numerical_integral():
+    """KL(q || p) = integral of q log(q / p), computed on a fine grid, one dim at a time."""
+    mu = np.array([[0.0, 1.5, -0.7]])
+    logvar = np.array([[0.0, -1.2, 0.8]])
+    grid = np.linspace(-15, 15, 200001)
+    dx = grid[1] - grid[0]
+    total = 0.0
+    for m, lv in zip(mu[0], logvar[0]):
+        var = np.exp(lv)
+        log_q = -0.5 * np.log(2 * np.pi * var) - (grid - m) ** 2 / (2 * var)
+        log_p = -0.5 * np.log(2 * np.pi) - grid ** 2 / 2
+        total += np.sum(np.exp(log_q) * (log_q - log_p)) * dx
+    kl, _, _ = losses.kl_normal(mu, logvar)
+    np.testing.assert_allclose(kl, total, rtol=1e-6)
+
+
+def test_reparameterized_samples_have_mean_mu_and_std_exp_half_logvar():
+    """logvar is a log-variance: the std is exp(logvar / 2), not exp(logvar)."""
+    rng = np.random.default_rng(0)
+    M = 400_000
+    mu = np.array([0.5, -1.0, 2.0])
+    logvar = np.array([1.0, -2.0, 0.5])               # std 1.65, 0.37, 1.28; exp(logvar) differs
+    eps = rng.standard_normal((M, 3))
+    z, _ = losses.reparameterize_forward(np.tile(mu, (M, 1)), np.tile(logvar, (M, 1)), eps)
+    np.testing.assert_allclose(z.mean(0), mu, atol=0.01)
+    np.testing.assert_allclose(z.std(0), np.exp(logvar / 2), rtol=0.01)
+    assert np.all(np.abs(z.std(0) - np.exp(logvar)) > 0.1)
+
+
+# ------------------------------------------------------------------------- the whole model
+def tiny_model(rng, **overrides):
+    """A float64 VAE with odd sizes: 7 pixels -> 5 -> 4 -> K=3 -> 4 -> 5 -> 7."""
+    kwargs = dict(input_dim=7, enc_hidden=(5, 4), dec_hidden=(4, 5), latent=3, dtype="float64",
+                  kl_weight=0.7, recon_weight=1.3)
+    kwargs.update(overrides)
+    model = VAE(VAEConfig(**kwargs), rng=rng)
+    for k in model.params:                                  # non-zero biases, larger weights
+        model.params[k] += rng.normal(scale=0.3, size=model.params[k].shape)
+    return model
+
+
+def batch(rng, N=6, D=7, K=3):
+    x = rng.uniform(size=(N, D))
+    eps = rng.normal(size=(N, K))
+    labels = np.arange(N) % K
+    return x, eps, labels
+
+
+def assert_off_kinks(model, x, eps, margin=1e-4):
+    """The finite-difference step must not cross a ReLU kink: check every ReLU's input."""
+    cfg, cache = model.config, {}
+    _, _, z = model.encoder_forward(x, eps, cache)
+    model.decoder_forward(z, cache)
+    relu_inputs = [act for _, act in cache["enc"] if cfg.enc_act == "relu"]   # relu caches x
+    relu_inputs += [act for _, act in cache["dec"] if cfg.dec_act == "relu"]
+    relu_inputs += [cache["relu_z"]] if cfg.relu_z else []
+    for a in relu_inputs:
+        assert np.abs(a).min() > margin, "test data sits on a ReLU kink; change the seed"
+
+
+def loss_of(model, x, eps):
+    return model.forward(x, eps)[0]["loss"]
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(),                                                   # the default recipe: ELU decoder
+    dict(dec_act="relu", dec_hidden_bias=True),
+    dict(recon="sse", relu_z=False),
+    dict(enc_act="elu", enc_hidden=(5,), dec_hidden=(6, 4, 5)),
+], ids=["default", "relu-bias", "sse-noreluz", "odd-depth"])
+def test_unrouted_loss_gradient_every_parameter(overrides):
+    rng = np.random.default_rng(7)
+    model = tiny_model(rng, **overrides)
+    x, eps, _ = batch(rng)
+    assert_off_kinks(model, x, eps)
+    _, grads = model.loss_and_grads(x, labels=None, eps=eps)
+    assert set(grads) == set(model.params)
+    for name, p in model.params.items():
+        numeric = numerical_gradient(lambda: loss_of(model, x, eps), p)
+        check_gradient(grads[name], numeric, TOL, name)
+
+
+def test_routed_gradient_equals_surrogate_loss_gradient():
+    """Routing = the exact gradient of a loss whose z has its non-label entries held constant.
+
+    Surrogate: recon(decoder(m * z(theta) + (1 - m) * z(theta0))) + KL(theta), where m is the
+    one-hot mask of the labels and theta0 are the current parameters.
+    """
+    rng = np.random.default_rng(11)
+    model = tiny_model(rng)
+    x, eps, labels = batch(rng)
+    assert_off_kinks(model, x, eps)
+    cfg = model.config
+    m = np.eye(cfg.latent)[labels]
+    _, _, z0 = model.encoder_forward(x, eps, {})              # z at theta0, frozen
+
+    def surrogate():
+        mu, logvar, z = model.encoder_forward(x, eps, {})
+        logits = model.decoder_forward(m * z + (1 - m) * z0, {})
+        recon, _ = losses.RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
+        kl, _, _ = losses.kl_normal(mu, logvar)
+        return cfg.recon_weight * recon + cfg.kl_weight * kl
+
+    np.testing.assert_allclose(surrogate(), loss_of(model, x, eps), rtol=1e-13)
+    _, routed = model.loss_and_grads(x, labels=labels, eps=eps)
+    _, plain = model.loss_and_grads(x, labels=None, eps=eps)
+    for name, p in model.params.items():
+        if name.startswith(("enc", "mu.", "logvar.")):
+            check_gradient(routed[name], numerical_gradient(surrogate, p), TOL, name)
+        else:                                                  # the decoder does not see routing
+            np.testing.assert_array_equal(routed[name], plain[name], err_msg=name)
+    # Not vacuous: routing does change the encoder's gradient here.
+    assert not np.allclose(routed["enc0.W"], plain["enc0.W"])
+
+
+def test_routed_encoder_ignores_non_label_entries_of_dz():
+    rng = np.random.default_rng(3)
+    model = tiny_model(rng, relu_z=False)
+    x, eps, labels = batch(rng)
+    _, cache = model.forward(x, eps)
+    dz = rng.normal(size=(len(x), 3))
+    dz_other = dz + (1 - np.eye(3)[labels]) * rng.normal(size=dz.shape)  # only non-label entries
+    for routed in (True, False):
+        lab = labels if routed else None
+        g1 = model.encoder_backward(dz, cache, lab, {})
+        g2 = model.encoder_backward(dz_other, cache, lab, {})
+        for name in g1:
+            if routed:
+                np.testing.assert_array_equal(g1[name], g2[name], err_msg=name)
+            else:
+                assert not np.array_equal(g1[name], g2[name]), name
+
+
+def test_without_routing_non_label_columns_reach_the_encoder():
+    """Negative control: all images are '0'; only routing keeps dims 1..K-1 out of mu's bias grad."""
+    rng = np.random.default_rng(5)
+    model = tiny_model(rng, relu_z=False, kl_weight=0.0)
+    x, eps, _ = batch(rng)
+    zeros = np.zeros(len(x), dtype=int)
+    _, routed = model.loss_and_grads(x, labels=zeros, eps=eps)
+    _, plain = model.loss_and_grads(x, labels=None, eps=eps)
+    np.testing.assert_array_equal(routed["mu.b"][1:], 0.0)
+    assert np.all(plain["mu.b"][1:] != 0.0)
+    assert routed["mu.b"][0] == pytest.approx(plain["mu.b"][0], rel=1e-12)
+
+
+def test_gradient_check_catches_a_wrong_backward(monkeypatch):
+    """Negative control: drop the 0.5 in d z / d logvar and the check must fail."""
+    rng = np.random.default_rng(7)
+    model = tiny_model(rng, relu_z=False)
+    x, eps, _ = batch(rng)
+
+    def wrong_backward(dz, cache):
+        std, e = cache
+        return dz.copy(), dz * e * std                         # missing factor 0.5
+
+    monkeypatch.setattr("gr_numpy.model.reparameterize_backward", wrong_backward)
+    _, grads = model.loss_and_grads(x, eps=eps)
+    numeric = numerical_gradient(lambda: loss_of(model, x, eps), model.params["logvar.b"])
+    with pytest.raises(AssertionError, match="rel_error"):
+        check_gradient(grads["logvar.b"], numeric, TOL, "logvar.b")
+
+
+def test_gradient_check_catches_a_transposed_weight_gradient(rng):
+    """Negative control on a layer: dW computed as dy.T @ x (transposed) cannot pass."""
+    x, W, dy = rng.normal(size=(4, 4)), rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    numeric = numerical_gradient_array(lambda: x @ W, W, dy)
+    with pytest.raises(AssertionError):
+        check_gradient((dy.T @ x), numeric, TOL, "dW")

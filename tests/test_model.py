@@ -1,0 +1,132 @@
+"""The model's API, its input checks, and Adam; gradients themselves are in test_gradients.py."""
+
+import numpy as np
+import pytest
+
+from gr_numpy.adam import Adam, exponential_decay
+from gr_numpy.model import VAE, VAEConfig, layer_shapes
+from gr_numpy.routing import route_mask
+
+
+@pytest.fixture
+def model():
+    cfg = VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=4)
+    return VAE(cfg, rng=np.random.default_rng(0))
+
+
+def test_parameters_and_gradients_share_names_shapes_and_dtype(model):
+    x = np.random.default_rng(1).uniform(size=(5, 12)).astype(np.float32)
+    losses, grads = model.loss_and_grads(x, labels=np.array([0, 1, 2, 3, 0]))
+    assert set(grads) == set(model.params) == set(layer_shapes(model.config))
+    for k, p in model.params.items():
+        assert grads[k].shape == p.shape and grads[k].dtype == np.float32, k
+    assert set(losses) == {"loss", "recon", "kl"}
+    assert losses["loss"] == pytest.approx(losses["recon"] + losses["kl"], rel=1e-6)
+
+
+def test_decoder_hidden_layers_have_no_bias_by_default(model):
+    assert "dec0.b" not in model.params and "out.b" in model.params
+    with_bias = VAE(VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=4,
+                              dec_hidden_bias=True))
+    assert "dec0.b" in with_bias.params
+
+
+def test_encode_decode_shapes_and_ranges(model):
+    x = np.random.default_rng(1).uniform(size=(2500, 12))
+    mu = model.encode(x)
+    assert mu.shape == (2500, 4)
+    np.testing.assert_allclose(model.code(x), np.maximum(mu, 0))
+    images = model.decode(model.code(x))
+    assert images.shape == (2500, 12) and images.min() >= 0 and images.max() <= 1
+    assert model.decode(np.ones(4)).shape == (1, 12)       # one code as a 1-D vector
+
+
+def test_route_mask_is_one_hot():
+    mask = route_mask(np.array([2, 0, 1]), 3)
+    np.testing.assert_array_equal(mask, [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((3, 11), np.float32), r"shape \(N, 12\)"),
+    (np.zeros(12, np.float32), r"shape \(N, 12\)"),
+    (np.zeros((3, 12), np.uint8), "to_rows"),
+    (np.full((3, 12), np.nan, np.float32), "NaN"),
+])
+def test_bad_x_gives_one_line_value_error(model, bad, message):
+    for call in (model.loss_and_grads, model.encode):
+        with pytest.raises(ValueError, match=message) as info:
+            call(bad)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 1, 4]), r"0\.\.3"),
+    (np.array([0, -1, 2]), r"0\.\.3"),
+    (np.array([0.0, 1.0, 2.0]), "integers"),
+    (np.array([0, 1]), r"shape \(3,\)"),
+])
+def test_bad_labels_give_value_error(model, labels, message):
+    x = np.zeros((3, 12), np.float32)
+    with pytest.raises(ValueError, match=message):
+        model.loss_and_grads(x, labels=labels)
+
+
+def test_bad_eps_and_bad_config():
+    m = VAE(VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=4))
+    with pytest.raises(ValueError, match="eps"):
+        m.loss_and_grads(np.zeros((3, 12)), eps=np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="dec_act"):
+        VAEConfig(dec_act="tanh")
+    with pytest.raises(ValueError, match=">= 1"):
+        VAEConfig(enc_hidden=(0,))
+    with pytest.raises(ValueError, match="decode"):
+        m.decode(np.zeros((2, 3)))
+
+
+def test_adam_first_step_moves_each_parameter_by_lr_against_its_gradient_sign():
+    params = {"w": np.array([1.0, -2.0, 3.0])}
+    grads = {"w": np.array([0.5, -4.0, 1e-3])}
+    Adam(params).step(params, grads, lr=0.1)
+    # With bias correction, m_hat = g and v_hat = g^2 after one step, so the step is lr * sign(g).
+    np.testing.assert_allclose(params["w"], [0.9, -1.9, 2.9], rtol=1e-6)
+
+
+def test_adam_matches_the_textbook_recurrence_and_restores_its_state():
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=5)}
+    gs = rng.normal(size=(4, 5))
+    opt = Adam(params)
+    w, m, v = params["w"].copy(), np.zeros(5), np.zeros(5)
+    for t, g in enumerate(gs, start=1):
+        opt.step(params, {"w": g}, lr=0.01)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g ** 2
+        w = w - 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    np.testing.assert_allclose(params["w"], w, rtol=1e-12)
+    clone = Adam(params)
+    clone.load_state_dict(opt.state_dict())
+    assert clone.t == 4
+    np.testing.assert_array_equal(clone.m["w"], opt.m["w"])
+
+
+def test_exponential_decay():
+    schedule = exponential_decay(1e-3, 0.95)
+    assert schedule(0) == 1e-3 and schedule(2) == pytest.approx(1e-3 * 0.95 ** 2)
+
+
+def test_numba_and_numpy_backends_agree_on_the_whole_model():
+    from gr_numpy import ops
+
+    cfg = VAEConfig(input_dim=13, enc_hidden=(9, 7), dec_hidden=(5, 11), latent=3, dtype="float64")
+    rng = np.random.default_rng(2)
+    x, eps, labels = rng.uniform(size=(17, 13)), rng.normal(size=(17, 3)), rng.integers(0, 3, 17)
+    results = {}
+    for backend in ("numba", "numpy"):
+        with ops.using_backend(backend):
+            model = VAE(cfg, rng=np.random.default_rng(0))
+            results[backend] = model.loss_and_grads(x, labels, eps)
+    (l1, g1), (l2, g2) = results["numba"], results["numpy"]
+    for k in l1:
+        assert l1[k] == pytest.approx(l2[k], rel=1e-12)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-10, atol=1e-13, err_msg=k)
