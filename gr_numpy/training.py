@@ -1,0 +1,191 @@
+"""The training loop, evaluation, and the bookkeeping that lets a run stop and resume exactly.
+
+One step: draw a batch and its noise eps, `model.loss_and_grads(x, labels, eps)` (labels only
+when routing: they enter training nowhere else), one Adam step. Each epoch ends with a
+validation accuracy and a checkpoint. All randomness comes from one seeded generator whose state
+is saved in the checkpoint, so a resumed run continues to the same numbers as an unbroken one (at
+the same thread count). `train.py` is the command-line front end; this module has no argparse.
+"""
+
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .adam import Adam, exponential_decay
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import to_rows
+from .model import VAE, VAEConfig
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+@dataclass
+class TrainConfig:
+    """How to train (the model's shape and loss live in VAEConfig)."""
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay: float = 0.95        # lr of epoch e (from 0) is lr * lr_decay ** e
+    seed: int = 0
+    routing: bool = True
+    val_size: int = 5000          # the last val_size of the 60k training images
+    train_subset: int = 0         # train on only the first n training images (0: all of them)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf."""
+
+
+def evaluate(model, images, labels, batch_size=1000):
+    """Argmax accuracy of the encoder mean, per class, and reconstruction MSE per pixel.
+
+    images (N, 28, 28) uint8, labels (N,). The reconstruction decodes the noiseless code
+    relu(mu) (or mu without ReLU on z), exactly what the demo shows.
+    """
+    K = model.config.latent
+    predicted, sq_err = [], 0.0
+    for i in range(0, len(images), batch_size):
+        x = to_rows(images[i:i + batch_size])
+        mu = model.encode(x)                                        # (n, K)
+        code = np.maximum(mu, 0) if model.config.relu_z else mu
+        predicted.append(np.argmax(mu, axis=1))
+        sq_err += float(((model.decode(code) - x) ** 2).sum(dtype=np.float64))
+    predicted = np.concatenate(predicted)
+    labels = np.asarray(labels, dtype=np.intp)
+    confusion = np.zeros((K, K), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    return {"acc": float((predicted == labels).mean()),
+            "per_class_acc": [round(float(a), 4) for a in per_class],
+            "mse": sq_err / (len(images) * images[0].size),
+            "confusion": confusion.tolist()}
+
+
+class Trainer:
+    """Holds a model, its optimiser, the data and the training position; runs and saves them."""
+
+    def __init__(self, model_config, train_config, train_images, train_labels, val_images,
+                 val_labels, out_dir, log=print):
+        self.mcfg, self.tcfg = model_config, train_config
+        self.rng = np.random.default_rng(train_config.seed)
+        self.model = VAE(model_config, rng=self.rng)
+        self.opt = Adam(self.model.params)
+        self.schedule = exponential_decay(train_config.lr, train_config.lr_decay)
+        self.train_images, self.train_labels = train_images, train_labels
+        self.val_images, self.val_labels = val_images, val_labels
+        self.out_dir = Path(out_dir)
+        self.log = log
+        self.epoch, self.step, self.perm = 0, 0, None    # position: next step of this epoch
+        self.sums = np.zeros(4)                           # running loss, recon, kl, images
+        self.history = []
+        self.stop_requested = False
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self):
+        return self.out_dir / CHECKPOINT_NAME
+
+    def save(self):
+        meta = {"model": self.mcfg.to_dict(), "train": asdict(self.tcfg),
+                "epoch": self.epoch, "step": self.step, "sums": self.sums.tolist(),
+                "history": self.history, "rng": self.rng.bit_generator.state}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        arrays = {"perm": self.perm if self.perm is not None else np.zeros(0, np.int64)}
+        save_checkpoint(self.checkpoint_path, self.model.params, meta,
+                        self.opt.state_dict(), arrays)
+
+    def restore(self, path):
+        """Continue from a checkpoint written by `save` (same model config required)."""
+        params, meta, adam_state, arrays = load_checkpoint(path)
+        if meta["model"] != self.mcfg.to_dict():
+            raise ValueError(f"{path} was trained with a different model ({meta['model']}); "
+                             f"resume with the same flags, or use a new --out")
+        self.model = VAE(self.mcfg, params=params)
+        self.opt = Adam(self.model.params)
+        self.opt.load_state_dict(adam_state)
+        self.rng.bit_generator.state = meta["rng"]
+        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.sums = np.array(meta["sums"])
+        self.history = meta["history"]
+        self.perm = arrays["perm"] if arrays["perm"].size else None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self):
+        """Train until tcfg.epochs are done or Ctrl-C; returns True if all epochs were done."""
+        previous = signal.signal(signal.SIGINT, self._request_stop)
+        try:
+            while self.epoch < self.tcfg.epochs:
+                if not self._run_epoch():
+                    self.save()
+                    return False
+            return True
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _request_stop(self, signum, frame):
+        self.stop_requested = True    # finish the current step, save, stop: nothing half-done
+
+    def _run_epoch(self):
+        tcfg, K = self.tcfg, self.mcfg.latent
+        n = len(self.train_images)
+        steps = math.ceil(n / tcfg.batch_size)
+        if self.perm is None:                               # a new epoch: a new shuffle
+            self.perm = self.rng.permutation(n)
+        lr = self.schedule(self.epoch)
+        t0, start_step = time.perf_counter(), self.step
+        show_progress = sys.stdout.isatty()
+        while self.step < steps:
+            idx = self.perm[self.step * tcfg.batch_size:(self.step + 1) * tcfg.batch_size]
+            x = to_rows(self.train_images[idx])                              # (B, 784)
+            labels = self.train_labels[idx].astype(np.intp) if tcfg.routing else None
+            eps = self.rng.standard_normal((len(idx), K), dtype=np.float32)  # (B, K)
+            losses, grads = self.model.loss_and_grads(x, labels=labels, eps=eps)
+            if not math.isfinite(losses["loss"]):
+                raise TrainingDiverged(
+                    f"loss became {losses['loss']} at epoch {self.epoch + 1}, step "
+                    f"{self.step + 1}; the last good checkpoint is kept at {self.checkpoint_path}; "
+                    f"try a smaller --lr")
+            self.opt.step(self.model.params, grads, lr)
+            self.sums += [losses["loss"] * len(idx), losses["recon"] * len(idx),
+                          losses["kl"] * len(idx), len(idx)]
+            self.step += 1
+            if show_progress and (self.step % 20 == 0 or self.step == steps):
+                done = self.step - start_step
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                print(f"\r  epoch {self.epoch + 1}: {self.step}/{steps} batches | "
+                      f"{rate:.0f} batch/s | ETA {(steps - self.step) / rate:.0f} s   ",
+                      end="", flush=True)
+            if self.stop_requested:
+                if show_progress:
+                    print()
+                return False
+        if show_progress:
+            print("\r" + " " * 70 + "\r", end="", flush=True)
+
+        loss, recon, kl = self.sums[:3] / self.sums[3]
+        val = evaluate(self.model, self.val_images, self.val_labels) if len(self.val_images) else None
+        entry = {"epoch": self.epoch + 1, "loss": loss, "recon": recon, "kl": kl, "lr": lr,
+                 "val_acc": val["acc"] if val else None, "val_mse": val["mse"] if val else None,
+                 "seconds": time.perf_counter() - t0}
+        self.history.append(entry)
+        val_text = f"val acc {100 * entry['val_acc']:.2f}%" if val else "val acc  n/a"
+        self.log(f"epoch {entry['epoch']:2d} | loss {loss:8.3f} | recon {recon:8.3f} | "
+                 f"kl {kl:6.3f} | {val_text} | {entry['seconds']:.1f} s")
+        self.epoch, self.step, self.perm = self.epoch + 1, 0, None
+        self.sums = np.zeros(4)
+        self.save()
+        return True
+
+
+def write_metrics(path, metrics):
+    """Write a JSON file atomically (temporary name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,170 @@
+"""Training: it learns on real MNIST, resumes exactly, and never loses a good checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gr_numpy import checkpoint
+from gr_numpy.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from gr_numpy.data import load_mnist
+from gr_numpy.model import VAEConfig
+from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = VAEConfig(enc_hidden=(32,), dec_hidden=(32,))
+
+
+def run_train(*args, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    images, labels = load_mnist("train", mnist_dir)
+    return images[:1200], labels[:1200], images[-500:], labels[-500:]
+
+
+def make_trainer(mnist, out, epochs=2, seed=3, routing=True):
+    tcfg = TrainConfig(epochs=epochs, batch_size=100, seed=seed, routing=routing)
+    return Trainer(SMALL, tcfg, *mnist, out_dir=out, log=lambda line: None)
+
+
+# --------------------------------------------------------------------- end to end, real MNIST
+def test_short_real_run_beats_chance_and_writes_its_outputs(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_train("--hidden", "64", "--epochs", "2", "--train-subset", "5000",
+                       "--val-size", "2000", "--out", str(out), "--data-dir", str(mnist_dir),
+                       "--no-figures")
+    assert result.returncode == 0, result.stderr
+    assert "epoch  2 | loss" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and len(metrics["per_class_acc"]) == 10
+    assert metrics["history"][-1]["val_acc"] > 0.3          # chance is 0.1
+    assert metrics["test_acc"] > 0.3
+    # --eval-only scores the checkpoint the same way
+    again = run_train("--eval-only", "--checkpoint", str(out / "checkpoint.npz"),
+                      "--data-dir", str(mnist_dir))
+    assert again.returncode == 0, again.stderr
+    assert f"acc {100 * metrics['test_acc']:.2f}%" in again.stdout
+
+
+def test_routing_is_what_aligns_the_latent_with_the_labels(mnist_dir, tmp_path):
+    images, labels = load_mnist("train", mnist_dir)
+    data = images[:6000], labels[:6000], images[-1000:], labels[-1000:]
+    routed = make_trainer(data, tmp_path / "a", epochs=3)
+    plain = make_trainer(data, tmp_path / "b", epochs=3, routing=False)
+    routed.run()
+    plain.run()
+    assert routed.history[-1]["val_acc"] > plain.history[-1]["val_acc"] + 0.2
+
+
+# --------------------------------------------------------------------- resume and checkpoints
+def test_resume_mid_epoch_equals_an_uninterrupted_run(mnist, tmp_path, monkeypatch):
+    whole = make_trainer(mnist, tmp_path / "whole")
+    assert whole.run()
+
+    broken = make_trainer(mnist, tmp_path / "broken")
+    real_step, calls = broken.opt.step, []
+
+    def step_then_interrupt(*a, **k):            # Ctrl-C arrives during step 17 (epoch 2)
+        real_step(*a, **k)
+        calls.append(1)
+        if len(calls) == 17:
+            broken.stop_requested = True
+    broken.opt.step = step_then_interrupt
+    assert broken.run() is False
+    assert (broken.epoch, broken.step) == (1, 5)
+
+    resumed = make_trainer(mnist, tmp_path / "broken")
+    resumed.restore(resumed.checkpoint_path)
+    assert resumed.run()
+    for k in whole.model.params:
+        np.testing.assert_array_equal(resumed.model.params[k], whole.model.params[k], err_msg=k)
+    for a, b in zip(resumed.history, whole.history, strict=True):
+        assert (a["loss"], a["val_acc"]) == (b["loss"], b["val_acc"])
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(mnist, tmp_path, monkeypatch):
+    trainer = make_trainer(mnist, tmp_path, epochs=1)
+    trainer.run()
+    before = load_checkpoint(trainer.checkpoint_path)[0]
+
+    def dies_mid_write(f, **contents):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+    monkeypatch.setattr(checkpoint.np, "savez", dies_mid_write)
+    trainer.tcfg.epochs = 2
+    with pytest.raises(OSError, match="disk full"):
+        trainer.run()
+    after = load_checkpoint(trainer.checkpoint_path)[0]      # still the epoch-1 checkpoint
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(mnist, tmp_path):
+    trainer = make_trainer(mnist, tmp_path, epochs=1)
+    trainer.run()
+    trainer.tcfg.epochs = 2
+    trainer.model.params["out.b"][0] = np.nan                 # poison the model
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        trainer.run()
+    params, meta, _, _ = load_checkpoint(trainer.checkpoint_path)
+    assert meta["epoch"] == 1 and np.isfinite(params["out.b"]).all()
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path):
+    path = tmp_path / "c.npz"
+    params = {"a.W": np.arange(6.0).reshape(2, 3)}
+    save_checkpoint(path, params, {"epoch": 4})
+    loaded, meta, _, _ = load_checkpoint(path)
+    np.testing.assert_array_equal(loaded["a.W"], params["a.W"])
+    assert meta["epoch"] == 4
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[:100])
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, x=np.zeros(3))
+    for bad, message in [(tmp_path / "missing.npz", "no checkpoint"),
+                         (truncated, "not a readable checkpoint"),
+                         (foreign, "not a gr-numpy checkpoint")]:
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_checkpoint(bad)
+        assert "\n" not in str(info.value)
+
+    old = tmp_path / "old.npz"
+    save_checkpoint(old, params, {})
+    with np.load(old) as npz:
+        contents = dict(npz)
+    meta = json.loads(str(contents["meta"]))
+    meta["version"] = 99
+    contents["meta"] = np.array(json.dumps(meta))
+    np.savez(old, **contents)
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(old)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(path)                                       # no model config inside
+
+
+# --------------------------------------------------------------------- bad input, exit code 2
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--batch-size", "-5"], "--batch-size must be a positive integer"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--hidden", "512,,x"], "--hidden must be comma-separated"),
+    (["--latent", "8"], "--latent must be 10"),
+    (["--epochs", "three"], "invalid int value"),
+    (["--out", "/proc/gr-numpy-cannot-write-here"], "cannot write to --out"),
+    (["--eval-only", "--checkpoint", "/nonexistent/c.npz"], "no checkpoint at"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = run_train(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
