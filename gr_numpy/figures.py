@@ -1,0 +1,263 @@
+"""Figures of a trained run: latent traversals, the confusion matrix, training curves.
+
+    python -m gr_numpy.figures --run runs/default [--compare runs/no-routing] [--out DIR]
+
+`write_run_figures` is what train.py calls after training; the command line redraws a finished
+run's figures from its checkpoint.npz and metrics.json. With --compare it also draws
+routing_vs_plain.png: the same traversal for a routed and an unrouted model side by side. With
+routing, latent dim k draws digit k; without, the dims mean nothing in particular.
+
+Figures are drawn on a `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
+importing this module changes no global matplotlib state and needs no display.
+Glossary: N images, D pixels (784), K latent dims (10), S steps along a traversal.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .checkpoint import CheckpointError, load_model
+from .data import DataError, load_mnist, to_rows
+
+TRAVERSAL_STEPS = 8          # S: columns of a traversal, from 0 to the dim's high value
+HIGH_PERCENTILE = 99         # a dim's "high value" is this percentile of its test codes
+
+
+# ---------------------------------------------------------------------------- plumbing
+def new_figure(figsize):
+    """A Figure drawn by the Agg (PNG) canvas: no pyplot, no display, no global backend."""
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path):
+    """Write fig as a PNG at path (folders created) -> path as a str."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return str(path)
+
+
+def _tile(images, side=28):
+    """(R, S, D) images -> one (R * side, S * side) picture, row r and column s at their place."""
+    R, S, _ = images.shape
+    return images.reshape(R, S, side, side).transpose(0, 2, 1, 3).reshape(R * side, S * side)
+
+
+# ---------------------------------------------------------------------------- traversal
+def high_values(model, x):
+    """x (N, D) -> (K,): the HIGH_PERCENTILE-th percentile of each dim of model.code(x).
+
+    The far end of each traversal. A dim whose percentile is not positive (a dim that is almost
+    never on) gets 1.0 instead, so its row still moves away from the all-zero code.
+    """
+    codes = model.code(x).astype(np.float64)                      # (N, K)
+    high = np.percentile(codes, HIGH_PERCENTILE, axis=0)          # (K,)
+    return np.where(high > 0, high, 1.0)
+
+
+def traversal(model, high, steps=TRAVERSAL_STEPS):
+    """high (K,) -> images (K, S, D): row k decodes z = t * e_k for t = 0 .. high[k], others 0."""
+    K = model.config.latent
+    z = np.zeros((K, steps, K))                                   # (K, S, K)
+    for k in range(K):
+        z[k, :, k] = np.linspace(0.0, high[k], steps)             # row k: dim k from 0 to high
+    return model.decode(z.reshape(K * steps, K)).reshape(K, steps, -1)
+
+
+def draw_traversal(ax, images, high, title):
+    """Draw a (K, S, D) traversal on ax: one row per latent dim, its high value at the right."""
+    K, S, _ = images.shape
+    ax.imshow(_tile(images), cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks(np.arange(K) * 28 + 14)
+    ax.set_yticklabels([f"dim {k}" for k in range(K)])
+    ax.set_xticks([14, (S - 1) * 28 + 14])
+    ax.set_xticklabels(["0", "high"])
+    ax.set_xlabel("value of the dim (others 0)")
+    for k in range(K):
+        ax.text(S * 28 + 4, k * 28 + 14, f"{high[k]:.1f}", va="center", fontsize=7)
+    ax.set_title(title, fontsize=10)
+
+
+def plot_traversal(model, x, path):
+    """traversal.png: row k decodes dim k swept from 0 up to its high value on x."""
+    high = high_values(model, x)
+    fig = new_figure(figsize=(5.2, 6.4))
+    ax = fig.add_subplot()
+    draw_traversal(ax, traversal(model, high), high,
+                   f"Latent traversal (right column: {HIGH_PERCENTILE}th pct. of test codes)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- confusion
+def plot_confusion(confusion, acc, path):
+    """confusion.png: confusion (K, K) counts, rows = true digit, columns = argmax of mu."""
+    confusion = np.asarray(confusion)
+    R, C = confusion.shape
+    fig = new_figure(figsize=(6.4, 5.6))
+    ax = fig.add_subplot()
+    image = ax.imshow(confusion, cmap="Blues")
+    top = confusion.max() if confusion.size else 0
+    for r in range(R):
+        for c in range(C):
+            ax.text(c, r, str(confusion[r, c]), ha="center", va="center", fontsize=7,
+                    color="white" if confusion[r, c] > 0.5 * top else "black")
+    ax.set_xticks(range(C))
+    ax.set_yticks(range(R))
+    ax.set_xlabel("predicted: argmax of the encoder mean mu")
+    ax.set_ylabel("true digit")
+    ax.set_title(f"Test confusion matrix (accuracy {100 * acc:.2f}%)", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="images")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- curves
+def plot_curves(history, path):
+    """curves.png: training loss, recon and KL per epoch, and the validation accuracy."""
+    epochs = [h["epoch"] for h in history]
+    fig = new_figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
+    axes[0].plot(epochs, [h["loss"] for h in history], "o-", label="loss (recon + KL, weighted)")
+    axes[0].plot(epochs, [h["recon"] for h in history], "s--", label="recon")
+    axes[0].set_title("training loss per image", fontsize=10)
+    axes[0].legend(fontsize=8)
+    axes[1].plot(epochs, [h["kl"] for h in history], "o-", color="tab:green")
+    axes[1].set_title("KL per image", fontsize=10)
+    val = [(h["epoch"], h["val_acc"]) for h in history if h.get("val_acc") is not None]
+    if val:
+        axes[2].plot([e for e, _ in val], [100 * a for _, a in val], "o-", color="tab:red")
+    else:
+        axes[2].text(0.5, 0.5, "no validation split", ha="center", transform=axes[2].transAxes)
+    axes[2].set_title("validation accuracy (argmax of mu), %", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_run_figures(model, test_images, test_labels, test_metrics, history, out_dir):
+    """Write traversal.png, confusion.png and curves.png into out_dir -> their paths.
+
+    test_images uint8 (N, 28, 28) with test_labels (N,); test_metrics as `training.evaluate`
+    returns it (needs "confusion" and "acc"); history: one dict per epoch (epoch, loss, recon,
+    kl, val_acc). test_labels are not needed by these figures; the signature is train.py's.
+    """
+    out_dir = Path(out_dir)
+    x = to_rows(test_images)                                      # (N, D)
+    return [plot_traversal(model, x, out_dir / "traversal.png"),
+            plot_confusion(test_metrics["confusion"], test_metrics["acc"],
+                           out_dir / "confusion.png"),
+            plot_curves(history, out_dir / "curves.png")]
+
+
+# ---------------------------------------------------------------------------- comparison
+def plot_routing_vs_plain(runs, x, path):
+    """routing_vs_plain.png: for each (name, model, test_acc) in runs, a one-hot strip on top
+    (dim k alone at its high value: with routing it draws digit k) and the traversal below."""
+    fig = new_figure(figsize=(5.2 * len(runs), 8.0))
+    grid = fig.add_gridspec(2, len(runs), height_ratios=[1.1, 10])
+    for i, (name, model, acc) in enumerate(runs):
+        high = high_values(model, x)
+        images = traversal(model, high)                            # (K, S, D)
+        K = images.shape[0]
+        strip = fig.add_subplot(grid[0, i])
+        strip.imshow(_tile(images[None, :, -1]), cmap="gray", vmin=0, vmax=1)
+        strip.set_xticks(np.arange(K) * 28 + 14)
+        strip.set_xticklabels([str(k) for k in range(K)], fontsize=7)
+        strip.set_yticks([])
+        strip.set_title(f"{name}: test accuracy {100 * acc:.2f}%\n"
+                        f"decode(high * one-hot(k)), k = 0..{K - 1}", fontsize=10)
+        draw_traversal(fig.add_subplot(grid[1, i]), images, high, "traversal of each dim")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- command line
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line and exit code 2 (not the whole usage text)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    p = OneLineParser(prog="python -m gr_numpy.figures", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run", default=os.path.join("runs", "default"),
+                   help="run folder holding checkpoint.npz and metrics.json (from train.py)")
+    p.add_argument("--compare", metavar="RUN",
+                   help="a second run folder, trained with --no-routing: also draw "
+                        "routing_vs_plain.png")
+    p.add_argument("--out", help="folder for the PNGs (default: the --run folder)")
+    p.add_argument("--data-dir", help="MNIST folder (default: $GR_NUMPY_DATA, else "
+                                      "~/.cache/gr_numpy/mnist; fetched if missing)")
+    return p
+
+
+def load_run(run_dir):
+    """A run folder -> (model, metrics dict). Raises CheckpointError or ValueError (one line)."""
+    model = load_model(Path(run_dir) / "checkpoint.npz")
+    metrics_path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no {metrics_path}: the run has not finished; finish it with "
+                         f"train.py's --resume") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{metrics_path} is not valid JSON ({e})") from None
+    missing = {"test_acc", "confusion", "history"} - set(metrics)
+    if missing:
+        raise ValueError(f"{metrics_path} lacks {', '.join(sorted(missing))}; was it written by "
+                         f"train.py?")
+    return model, metrics
+
+
+def run_title(run_dir, metrics):
+    """'default (routed)' or 'no-routing (plain VAE)': the folder's name and its routing flag."""
+    routed = metrics.get("train", {}).get("routing")
+    kind = {True: "routed", False: "plain VAE", None: "routing unknown"}[routed]
+    return f"{Path(run_dir).name} ({kind})"
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    prog = "python -m gr_numpy.figures"
+
+    try:
+        model, metrics = load_run(args.run)
+        other = load_run(args.compare) if args.compare else None
+        test_images, test_labels = load_mnist("test", args.data_dir)
+    except (CheckpointError, DataError, ValueError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out or args.run)
+    try:
+        test = {"confusion": metrics["confusion"], "acc": metrics["test_acc"]}
+        paths = write_run_figures(model, test_images, test_labels, test, metrics["history"], out)
+        if other is not None:
+            runs = [(run_title(args.run, metrics), model, metrics["test_acc"]),
+                    (run_title(args.compare, other[1]), other[0], other[1]["test_acc"])]
+            paths.append(plot_routing_vs_plain(runs, to_rows(test_images),
+                                               out / "routing_vs_plain.png"))
+    except OSError as e:
+        print(f"{prog}: error: cannot write figures to {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"figure | {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

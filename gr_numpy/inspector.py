@@ -1,0 +1,223 @@
+"""See gradient routing happen: which latent dims carry each digit's gradient into the encoder.
+
+    python -m gr_numpy.inspector [--checkpoint PATH | --untrained] [--seed 0] [--plot PNG]
+
+Takes one batch of MNIST training images, runs the model forward and the decoder backward to get
+dL/dz (N, K), and follows it to the encoder's mu head twice: with routing (dL/dz masked by
+`routing.route_mask`, as `VAE.encoder_backward` does) and without. It prints one table for each:
+row c = images of digit c, column k = latent dim k, cell = how much reconstruction gradient
+those images send into the encoder through dim k. With routing only the diagonal is non-zero;
+without it every cell is lit. Nothing is trained or changed. It inspects --checkpoint, else
+runs/default/checkpoint.npz if present, else (or with --untrained) a freshly initialised model,
+which shows the same pattern.
+
+Glossary: N batch, D pixels (784), K latent dims (= classes, 10). Tables are (K, K):
+row = true digit, column = latent dim.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .checkpoint import CheckpointError, load_model
+from .data import DataError, load_mnist, to_rows
+from .figures import new_figure, save_figure
+from .layers import relu_backward
+from .losses import reparameterize_backward
+from .model import VAE, VAEConfig
+from .routing import route_mask
+
+DEFAULT_CHECKPOINT = os.path.join("runs", "default", "checkpoint.npz")
+
+CELL_MEANING = """\
+cell [c, k] = mean over the batch's images n of digit c of N * |dmu_recon[n, k]|, where
+  dmu_recon = 1[z > 0] * (route_mask(labels) * dL/dz)  (routed)  or  1[z > 0] * dL/dz  (plain)
+is the reconstruction gradient that enters the encoder through latent dim k, and N * undoes the
+batch mean: the cell is the gradient of an image's own reconstruction loss. '.' = exactly 0."""
+
+
+def recon_gradient_at_mu(model, cache, dz, labels):
+    """dz (N, K) = dL_recon/dz, labels (N,) or None -> dmu_recon (N, K), the part that reaches mu.
+
+    The first lines of `VAE.encoder_backward`, stopped at mu and without the KL term, so that each
+    image's gradient can be seen before the encoder's layers sum it over the batch. The routing
+    step is the same call to `route_mask` that `encoder_backward` makes.
+    """
+    cfg = model.config
+    if labels is not None:
+        dz = dz * route_mask(labels, cfg.latent, dtype=dz.dtype)      # the routing step
+    if cfg.relu_z:
+        dz = relu_backward(dz, cache["relu_z"])                       # z = relu(sample)
+    dmu_recon, _ = reparameterize_backward(dz, cache["reparam"])      # d sample / d mu = 1
+    return dmu_recon                                                  # (N, K)
+
+
+def routing_table(model, x, labels, eps):
+    """x (N, D) floats, labels (N,) ints, eps (N, K) -> routed (K, K), plain (K, K) float64.
+
+    Cell [c, k]: the mean over the batch's images of digit c of N * |dmu_recon[n, k]|, the
+    reconstruction gradient that reaches the encoder through latent dim k (see CELL_MEANING).
+    Multiplying by N undoes the batch mean in the loss, so the numbers do not depend on the batch
+    size. A digit absent from the batch gives a row of NaN. Label c is routed to dim c.
+    """
+    x = model._check_x(x, "routing_table")
+    eps = model._check_eps(eps, x.shape[0])
+    labels = model._check_labels(labels, x.shape[0])
+    N, K = x.shape[0], model.config.latent
+
+    _, cache = model.forward(x, eps)
+    dz = model.decoder_backward(cache, {})                            # (N, K) dL_recon/dz
+    routed = recon_gradient_at_mu(model, cache, dz, labels)           # (N, K)
+    plain = recon_gradient_at_mu(model, cache, dz, None)              # (N, K)
+
+    tables = []
+    for g in (routed, plain):
+        per_image = N * np.abs(g.astype(np.float64))                  # (N, K)
+        table = np.full((K, K), np.nan)
+        for c in range(K):
+            if np.any(labels == c):
+                table[c] = per_image[labels == c].mean(axis=0)
+        tables.append(table)
+    return tables[0], tables[1]
+
+
+def format_table(table, counts, title):
+    """A (K, K) table -> lines of text: one row per digit, '.' for an exact 0, '-' for no images."""
+    C, K = table.shape
+    finite = table[np.isfinite(table)]
+    decimals = 3 if finite.size == 0 or finite.max() < 10 else 1
+    lines = [title, "digit  images |" + "".join(f"{f'dim {k}':>8}" for k in range(K))]
+    for c in range(C):
+        cells = []
+        for v in table[c]:
+            cells.append("-" if np.isnan(v) else "." if v == 0 else f"{v:.{decimals}f}")
+        lines.append(f"{c:5d}  {counts[c]:6d} |" + "".join(f"{s:>8}" for s in cells))
+    total = np.nansum(table)
+    diag = np.nansum(np.diagonal(table))
+    off_max = np.nanmax(np.where(np.eye(C, K, dtype=bool), np.nan, table)) if C > 1 else 0.0
+    off_text = "0 (exactly)" if off_max == 0 else f"{off_max:.{decimals}f}"
+    lines.append(f"diagonal share of the table {100 * diag / total:.1f}% | largest off-diagonal "
+                 f"cell {off_text}" if total > 0 else "the table is all zero")
+    return lines
+
+
+def plot_tables(routed, plain, path, subtitle=""):
+    """Both tables as heatmaps side by side, on one colour scale, written to a PNG at path."""
+    vmax = np.nanmax([np.nanmax(routed), np.nanmax(plain)])
+    fig = new_figure(figsize=(12, 4.9))
+    axes = fig.subplots(1, 2)
+    for ax, table, title in zip(axes, (routed, plain),
+                                ("with routing: dL/dz * route_mask(labels)",
+                                 "without routing: dL/dz")):
+        image = ax.imshow(table, cmap="magma", vmin=0, vmax=vmax)
+        C, K = table.shape
+        for c in range(C):
+            for k in range(K):
+                v = table[c, k]
+                if np.isfinite(v) and v > 0:
+                    ax.text(k, c, f"{v:.2g}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 0.6 * vmax else "white")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("latent dim k")
+        ax.set_ylabel("true digit c")
+        ax.set_xticks(range(K))
+        ax.set_yticks(range(C))
+    fig.colorbar(image, ax=axes, shrink=0.8,
+                 label="mean |gradient into the encoder through dim k| per image")
+    fig.suptitle("Reconstruction gradient reaching the encoder, by digit and latent dim"
+                 + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- command line
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line and exit code 2 (not the whole usage text)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    p = OneLineParser(prog="python -m gr_numpy.inspector", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint",
+                   help=f"model to inspect (default: {DEFAULT_CHECKPOINT} if it exists, else a "
+                        f"freshly initialised default-config model)")
+    p.add_argument("--untrained", action="store_true",
+                   help="ignore any checkpoint: inspect a freshly initialised default-config model")
+    p.add_argument("--data-dir", help="MNIST folder (default: $GR_NUMPY_DATA, else "
+                                      "~/.cache/gr_numpy/mnist; fetched if missing)")
+    p.add_argument("--batch-size", type=int, default=1000,
+                   help="training images in the batch (1000 holds every digit)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="picks the batch, the noise eps and the fresh model's initial weights")
+    p.add_argument("--plot", metavar="PNG", help="also draw both tables as heatmaps into PNG")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    prog = "python -m gr_numpy.inspector"
+
+    def fail(message):
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.batch_size < 1:
+        return fail(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.untrained and args.checkpoint:
+        return fail("--untrained and --checkpoint exclude each other; pass one")
+
+    if args.untrained or (args.checkpoint is None and not os.path.isfile(DEFAULT_CHECKPOINT)):
+        model = VAE(VAEConfig(), rng=np.random.default_rng(args.seed))
+        source = f"untrained (freshly initialised default-config VAE, seed {args.seed})"
+        if not args.untrained:
+            print(f"note  | no --checkpoint and no {DEFAULT_CHECKPOINT}: inspecting an untrained "
+                  f"model (train one with `python train.py`)")
+    else:
+        path = args.checkpoint or DEFAULT_CHECKPOINT
+        try:
+            model = load_model(path)
+        except CheckpointError as e:
+            return fail(str(e))
+        source = path
+    cfg = model.config
+    if cfg.input_dim != 784 or cfg.latent != 10:
+        return fail(f"the model has input_dim {cfg.input_dim} and latent {cfg.latent}; the "
+                    f"inspector needs MNIST (784) and one latent dim per digit (10)")
+
+    try:
+        images, labels = load_mnist("train", args.data_dir)
+    except DataError as e:
+        return fail(str(e))
+    rng = np.random.default_rng(args.seed)
+    idx = np.sort(rng.choice(len(images), size=min(args.batch_size, len(images)), replace=False))
+    x = to_rows(images[idx])                                          # (N, 784)
+    y = labels[idx].astype(np.intp)                                   # (N,)
+    eps = rng.standard_normal((len(idx), cfg.latent), dtype=np.float32)   # (N, K)
+
+    routed, plain = routing_table(model, x, y, eps)
+    counts = np.bincount(y, minlength=cfg.latent)
+    print(f"model | {source}")
+    print(f"batch | {len(idx)} MNIST training images (seed {args.seed}), noise eps ~ N(0, 1)")
+    print(CELL_MEANING)
+    print()
+    for line in format_table(routed, counts, "WITH routing: dL/dz * route_mask(labels), as in "
+                                             "VAE.encoder_backward"):
+        print(line)
+    print()
+    for line in format_table(plain, counts, "WITHOUT routing: dL/dz as it is (a plain VAE)"):
+        print(line)
+    if args.plot:
+        try:
+            path = plot_tables(routed, plain, args.plot, subtitle=f"model: {source}")
+        except OSError as e:
+            return fail(f"cannot write --plot {args.plot}: {e.strerror or e}")
+        print(f"\nplot  | {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

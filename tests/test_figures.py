@@ -1,0 +1,123 @@
+"""Figures: each one is written as a valid PNG, and the traversal decodes the codes it claims."""
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gr_numpy import figures
+from gr_numpy.checkpoint import save_checkpoint
+from gr_numpy.data import to_rows
+from gr_numpy.model import VAE, VAEConfig
+from gr_numpy.training import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = VAEConfig(enc_hidden=(8,), dec_hidden=(8,))           # 784 -> 8 -> 10 -> 8 -> 784
+
+
+def assert_png(path):
+    """path holds a PNG with a non-empty image (signature and IHDR width, height > 0)."""
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert data[12:16] == b"IHDR", path
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 0 and height > 0, path
+
+
+@pytest.fixture
+def model():
+    return VAE(SMALL, rng=np.random.default_rng(0))
+
+
+@pytest.fixture
+def synthetic():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, size=(60, 28, 28), dtype=np.uint8), np.arange(60) % 10
+
+
+def history(epochs=3):
+    return [{"epoch": e, "loss": 200.0 - e, "recon": 190.0 - e, "kl": 5.0 + e, "lr": 1e-3,
+             "val_acc": 0.5 + 0.1 * e, "val_mse": 0.05, "seconds": 1.0}
+            for e in range(1, epochs + 1)]
+
+
+def test_write_run_figures_writes_three_pngs(model, synthetic, tmp_path):
+    images, labels = synthetic
+    test = evaluate(model, images, labels)
+    paths = figures.write_run_figures(model, images, labels, test, history(), tmp_path / "out")
+    assert [Path(p).name for p in paths] == ["traversal.png", "confusion.png", "curves.png"]
+    for p in paths:
+        assert_png(p)
+
+
+def test_curves_without_validation_and_with_one_epoch(tmp_path):
+    h = history(1)
+    h[0]["val_acc"] = None
+    assert_png(figures.plot_curves(h, tmp_path / "curves.png"))
+
+
+def test_traversal_decodes_t_times_each_basis_vector(model, synthetic):
+    x = to_rows(synthetic[0])
+    high = figures.high_values(model, x)
+    assert high.shape == (10,) and np.all(high > 0)
+    images = figures.traversal(model, high, steps=5)              # (K, S, D)
+    assert images.shape == (10, 5, 784)
+    for k in (0, 7):                                              # column 0 is the zero code
+        np.testing.assert_allclose(images[k, 0], model.decode(np.zeros(10))[0], rtol=1e-6)
+        end = np.zeros(10)
+        end[k] = high[k]
+        np.testing.assert_allclose(images[k, -1], model.decode(end)[0], rtol=1e-5, atol=1e-7)
+
+
+def test_a_dim_never_positive_gets_high_value_one(model, synthetic):
+    x = to_rows(synthetic[0])
+    model.params["mu.b"][3] = -1e3                                # dim 3 is always switched off
+    high = figures.high_values(model, x)
+    assert high[3] == 1.0 and np.all(high > 0)
+
+
+def test_importing_figures_leaves_pyplot_alone():
+    code = "import sys, gr_numpy.figures; print('matplotlib.pyplot' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+# --------------------------------------------------------------------- the command line
+def make_run(folder, routing, seed):
+    """A run folder like train.py leaves: checkpoint.npz and metrics.json, for a tiny model."""
+    folder.mkdir()
+    model = VAE(SMALL, rng=np.random.default_rng(seed))
+    save_checkpoint(folder / "checkpoint.npz", model.params, {"model": SMALL.to_dict()})
+    confusion = np.eye(10, dtype=int) * 3 + 1
+    metrics = {"test_acc": 0.75, "test_mse": 0.05, "per_class_acc": [0.75] * 10,
+               "confusion": confusion.tolist(), "history": history(2),
+               "train": {"routing": routing}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_cli_redraws_a_run_and_the_comparison(mnist_dir, tmp_path, capsys):
+    routed = make_run(tmp_path / "routed", True, seed=0)
+    plain = make_run(tmp_path / "plain", False, seed=1)
+    out = tmp_path / "figs"
+    assert figures.main(["--run", str(routed), "--compare", str(plain), "--out", str(out),
+                         "--data-dir", str(mnist_dir)]) == 0
+    names = ["traversal.png", "confusion.png", "curves.png", "routing_vs_plain.png"]
+    for name in names:
+        assert_png(out / name)
+    assert capsys.readouterr().out.count("figure | ") == 4
+
+
+@pytest.mark.parametrize("remove, message", [("metrics.json", "has not finished"),
+                                             ("checkpoint.npz", "no checkpoint")])
+def test_cli_incomplete_run_is_one_line_and_exit_2(tmp_path, capsys, remove, message):
+    run = make_run(tmp_path / "run", True, seed=0)
+    (run / remove).unlink()
+    assert figures.main(["--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err

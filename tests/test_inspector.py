@@ -1,0 +1,127 @@
+"""The routing inspector: routed gradients reach the encoder only through the label's dim."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gr_numpy.inspector import main, recon_gradient_at_mu, routing_table
+from gr_numpy.model import VAE, VAEConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 4
+
+
+def tiny_model(relu_z=True):
+    """A float64 VAE: 12 pixels -> 9 -> K=4 -> 9 -> 12."""
+    cfg = VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=K, relu_z=relu_z,
+                    dtype="float64")
+    return VAE(cfg, rng=np.random.default_rng(0))
+
+
+def tiny_batch(model, N=20):
+    """x, labels (every class), and eps large enough that every z is positive (ReLU on z open)."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(N, 12))
+    labels = np.arange(N) % K
+    eps = 3.0 + np.abs(rng.normal(size=(N, K)))
+    _, _, z = model.encoder_forward(x, eps, {})
+    assert np.all(z > 0), "the ReLU on z is closed somewhere; the diagonal test would be weak"
+    return x, labels, eps
+
+
+@pytest.mark.parametrize("relu_z", [True, False])
+def test_routed_table_is_diagonal_and_plain_table_is_full(relu_z):
+    model = tiny_model(relu_z)
+    x, labels, eps = tiny_batch(model)
+    routed, plain = routing_table(model, x, labels, eps)
+    assert routed.shape == plain.shape == (K, K)
+    off = ~np.eye(K, dtype=bool)
+    np.testing.assert_array_equal(routed[off], 0.0)           # exactly zero, not just small
+    assert np.all(np.diagonal(routed) > 0)
+    assert np.all(plain[off] > 0)                             # without routing: every dim lit
+    # Routing keeps the label's own column as it is: the diagonals are identical.
+    np.testing.assert_array_equal(np.diagonal(routed), np.diagonal(plain))
+
+
+def test_closed_relu_on_z_blocks_the_gradient():
+    """With z = relu(sample) and every sample negative, nothing reaches the encoder at all."""
+    model = tiny_model(relu_z=True)
+    x, labels, eps = tiny_batch(model)
+    routed, plain = routing_table(model, x, labels, -eps)     # samples now far below 0
+    np.testing.assert_array_equal(routed, 0.0)
+    np.testing.assert_array_equal(plain, 0.0)
+
+
+def test_inspector_gradient_is_what_encoder_backward_uses():
+    """Summed over the batch, the per-image gradient at mu is encoder_backward's mu.b gradient
+    (with the KL term taken out), routed and plain: the inspector follows the model's code."""
+    model = tiny_model()
+    x, labels, eps = tiny_batch(model)
+    _, cache = model.forward(x, eps)
+    cache["dmu_kl"] = np.zeros_like(cache["dmu_kl"])
+    cache["dlogvar_kl"] = np.zeros_like(cache["dlogvar_kl"])
+    dz = model.decoder_backward(cache, {})
+    for lab in (labels, None):
+        grads = model.encoder_backward(dz, cache, lab, {})
+        dmu_recon = recon_gradient_at_mu(model, cache, dz, lab)
+        np.testing.assert_allclose(dmu_recon.sum(axis=0), grads["mu.b"], rtol=1e-12, atol=1e-15)
+
+
+def test_a_digit_missing_from_the_batch_gives_a_nan_row():
+    model = tiny_model()
+    x, labels, eps = tiny_batch(model)
+    labels = np.where(labels == 2, 1, labels)
+    routed, plain = routing_table(model, x, labels, eps)
+    assert np.all(np.isnan(routed[2])) and np.all(np.isnan(plain[2]))
+    assert np.all(np.isfinite(np.delete(routed, 2, axis=0)))
+
+
+# --------------------------------------------------------------------- the command line
+def table_rows(text, title):
+    """The 10 data rows printed under the table whose title starts with `title` -> cell lists."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    return [line.split("|")[1].split() for line in lines[start + 2:start + 12]]
+
+
+def test_cli_on_an_untrained_model_prints_both_tables(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)                  # no runs/default here: an untrained model
+    plot = tmp_path / "tables.png"
+    assert main(["--data-dir", str(mnist_dir), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "untrained" in out
+    routed = table_rows(out, "WITH routing")
+    plain = table_rows(out, "WITHOUT routing")
+    for c in range(10):
+        assert [cell != "." for cell in routed[c]] == [k == c for k in range(10)], routed[c]
+        assert "." not in plain[c]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)       # finds gr_numpy without `pip install -e .`
+    result = subprocess.run([sys.executable, "-m", "gr_numpy.inspector", "--checkpoint",
+                             str(tmp_path / "missing.npz")], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "no checkpoint" in result.stderr
+
+
+def test_cli_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "checkpoint.npz"
+    bad.write_bytes(b"not a zip file at all")
+    assert main(["--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a readable checkpoint" in err
+
+
+def test_cli_untrained_and_checkpoint_exclude_each_other(tmp_path, capsys):
+    assert main(["--untrained", "--checkpoint", str(tmp_path / "c.npz")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
