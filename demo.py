@@ -1,0 +1,119 @@
+"""Explore a trained model's latent code in a window: `python demo.py` (see --help).
+
+Ten sliders, one per digit, set the code z and the decoder draws it at once; pick a random test
+digit to see its code and reconstruction, or draw your own digit with the mouse. With --save or
+--morph it writes files instead of opening a window (works without a screen). The window itself
+is built in gr_numpy/demo_app.py; this file only reads the flags, the checkpoint and the data.
+"""
+
+import argparse
+import os
+import sys
+
+DEFAULT_CHECKPOINT = os.path.join("runs", "default", "checkpoint.npz")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="demo.py", description="Explore a trained model's latent code in a window, or "
+                                    "render the window and an animation to files.")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help=f"the model written by train.py (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("--data-dir", help="MNIST folder for the test digits (default: $GR_NUMPY_DATA, "
+                                      "else ~/.cache/gr_numpy/mnist); never downloads")
+    p.add_argument("--save", metavar="PNG",
+                   help="write the window, showing one random test digit, to this image file "
+                        "and exit (no screen needed)")
+    p.add_argument("--morph", metavar="GIF",
+                   help="write an animation of the code sweeping from digit 0 to digit 9 and exit")
+    p.add_argument("--morph-frames", type=int, default=91,
+                   help="frames in the --morph animation (default: 91, ten per step from one "
+                        "digit to the next)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the choice of random test digits (default: 0)")
+    return p
+
+
+def fail(message):
+    """One line on stderr, exit code 2: for anything the user can fix."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
+def load_test_set(data_dir):
+    """-> (images, labels) of the MNIST test set, or (None, None) with a one-line note."""
+    from gr_numpy.data import DataError, load_mnist
+    from gr_numpy.demo_app import DEFAULT_MAX
+
+    try:
+        return load_mnist("test", data_dir, fetch=False)
+    except DataError as e:
+        print(f"note: no test digits ({e}); sliders span 0..{DEFAULT_MAX:g}", file=sys.stderr)
+        return None, None
+
+
+def open_window_figure():
+    """A pyplot figure that can be shown on screen, or exit 2 with a hint to use --save."""
+    import matplotlib.pyplot as plt
+
+    from gr_numpy.demo_app import FIGSIZE
+
+    hint = "use --save demo.png to render the window to a file instead"
+    try:
+        fig = plt.figure(figsize=FIGSIZE)
+    except Exception as e:        # a GUI toolkit that cannot reach a display fails here
+        first_line = str(e).split("\n")[0]
+        fail(f"cannot open a window ({type(e).__name__}: {first_line}); {hint}")
+    # Without a screen matplotlib falls back to a backend that only draws to files (Agg).
+    # Its canvas needs no GUI framework, which is how we tell.
+    if fig.canvas.required_interactive_framework is None:
+        fail(f"no display: matplotlib's backend {plt.get_backend()!r} cannot open a window; {hint}")
+    return fig
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.morph_frames < 2:
+        fail(f"--morph-frames must be at least 2, got {args.morph_frames}")
+    # The cheap checks come before the heavy imports: a mistake costs nothing.
+    if not os.path.isfile(args.checkpoint):
+        fail(f"no trained model at {args.checkpoint} — run `python train.py` first")
+    interactive = not (args.save or args.morph)
+    import matplotlib
+    if not interactive:
+        matplotlib.use("Agg")     # files only: never touch the screen, even if there is one
+    fig = open_window_figure() if interactive else None
+
+    import numpy as np
+
+    from gr_numpy import ops
+    from gr_numpy.checkpoint import CheckpointError, load_model
+    from gr_numpy.demo_app import Demo, write_morph
+
+    # One image at a time gains nothing from the Numba kernels; NumPy starts without compiling.
+    ops.set_backend("numpy")
+    try:
+        model = load_model(args.checkpoint)
+    except CheckpointError as e:
+        fail(str(e))
+    images, labels = load_test_set(args.data_dir)
+    demo = Demo(model, images, labels, rng=np.random.default_rng(args.seed), fig=fig)
+
+    try:
+        if args.save:
+            demo.show_random_digit()
+            demo.save(args.save)
+            print(f"wrote {args.save}")
+        if args.morph:
+            write_morph(model, demo.typical, args.morph, frames=args.morph_frames)
+            print(f"wrote {args.morph}")
+    except OSError as e:
+        fail(f"cannot write {e.filename or 'the output file'}: {e.strerror or e}")
+    if interactive:
+        import matplotlib.pyplot as plt
+        plt.show()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

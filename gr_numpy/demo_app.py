@@ -1,0 +1,396 @@
+"""The interactive demo: ten sliders set the latent code z, and the decoder draws the digit.
+
+A matplotlib window onto a trained model: one slider per latent dim (one per digit when the
+model was trained with routing), a bar chart of the code, a random MNIST test digit beside its
+reconstruction, and a canvas to draw your own digit on. This module builds the window and its
+callbacks; `demo.py` is the command line that loads a checkpoint and opens or saves it. It is a
+viewer only: nothing here trains, and nothing here is needed by training or the tests of the maths.
+
+Glossary: D pixels (784 = 28 x 28), K latent dims (10), N images.
+Drawn strokes are lists of (x, y) points in pixel units of the 28 x 28 field: x is the column,
+y the row, and pixel (row i, column j) covers [j, j + 1) x [i, i + 1), so its centre is at
+(j + 0.5, i + 0.5).
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.widgets import Button, Slider
+
+from .data import to_rows
+
+SIDE = 28                     # images are SIDE x SIDE = D pixels
+FIGSIZE = (12, 7)             # inches; `save` writes FIGSIZE * DPI pixels
+DPI = 100
+PANEL = 0.17                  # width of each 28 x 28 panel, as a fraction of the figure's width
+DEFAULT_MAX = 3.0             # slider range 0..3 when there is no test set to measure codes on
+
+# ------------------------------------------------------------------------------------------
+# A drawing -> an MNIST-like 28 x 28 image, in plain NumPy
+# ------------------------------------------------------------------------------------------
+# How MNIST was made (LeCun et al.): each digit was scaled to fit a 20 x 20 box, keeping its
+# aspect ratio, with anti-aliasing, then placed in the 28 x 28 field so that its centre of mass
+# falls on the centre. We do the same to a drawing, so the encoder sees what it was trained on.
+# Measured on the 10k test images: the ink's bounding box is 20 px on its longest side (median),
+# the ink sums to about 104 (pixels in [0, 1]), and the centre of mass sits at 14.5 in our
+# coordinates (pixel index 14) on both axes. With the constants below, ten hand-made test strokes
+# (one per digit) give a 20-21 px box and ink 103 on average; tests/test_demo.py checks this.
+FIT = 15.0            # the longest side of the pen's centre line after scaling, in pixels;
+                      # the pen and the blur widen the ink to MNIST's box of about 20
+PEN_RADIUS = 1.5      # half the stroke width, in pixels
+BLUR_SIGMA = 0.5      # the Gaussian blur that softens the edges, in pixels
+MNIST_CENTRE = 14.5   # where MNIST puts the centre of mass, on both axes
+
+
+def stroke_ink(strokes, radius=PEN_RADIUS):
+    """strokes: list of (n_i, 2) arrays of (x, y) -> ink (SIDE, SIDE) in [0, 1].
+
+    A pixel is inked by its distance d to the nearest stroke segment: fully when d <= radius -
+    0.5, not at all when d >= radius + 0.5, linearly between. That one-pixel ramp is a cheap
+    anti-aliasing. A stroke of one point is a dot.
+    """
+    ink = np.zeros((SIDE, SIDE))
+    segments = [np.stack([s[:-1], s[1:]], axis=1) if len(s) > 1 else np.stack([s, s], axis=1)
+                for s in map(np.asarray, strokes) if len(s)]
+    if not segments:
+        return ink
+    seg = np.concatenate(segments).astype(np.float64)         # (S, 2 ends, 2 coords)
+    a, ab = seg[:, 0], seg[:, 1] - seg[:, 0]                  # start and direction, (S, 2)
+
+    centres = np.arange(SIDE) + 0.5
+    px, py = np.meshgrid(centres, centres)                    # px[i, j] = j + 0.5
+    p = np.stack([px.ravel(), py.ravel()], axis=1)            # (D, 2) pixel centres
+    # The nearest point of segment s to pixel p is a + t * ab with t = (p - a).ab / |ab|^2
+    # clipped to [0, 1]; a zero-length segment (a dot) has t = 0.
+    ap = p[:, None, :] - a[None, :, :]                        # (D, S, 2)
+    length2 = np.maximum((ab ** 2).sum(1), 1e-12)             # (S,)
+    t = np.clip((ap * ab).sum(2) / length2, 0.0, 1.0)         # (D, S)
+    d = np.sqrt(((ap - t[:, :, None] * ab) ** 2).sum(2)).min(1)  # (D,) nearest distance
+    return np.clip(radius + 0.5 - d, 0.0, 1.0).reshape(SIDE, SIDE)
+
+
+def gaussian_blur(image, sigma=BLUR_SIGMA):
+    """image (SIDE, SIDE) -> blurred (SIDE, SIDE). A 2-D Gaussian is a 1-D one along the
+    columns and then the rows, and a 1-D convolution of a short vector is a matrix product:
+    G[i, k] is the weight pixel k gives to pixel i, so the blur is G @ image @ G.T."""
+    i = np.arange(SIDE)
+    G = np.exp(-(i[:, None] - i[None, :]) ** 2 / (2 * sigma ** 2))   # (SIDE, SIDE)
+    G /= G[SIDE // 2].sum()                  # weights sum to 1 away from the border
+    return G @ image @ G.T
+
+
+def centre_of_mass(image):
+    """image (SIDE, SIDE), not all zero -> (x, y) of its centre of mass, in pixel units."""
+    centres = np.arange(SIDE) + 0.5
+    mass = image.sum()
+    return (image.sum(0) @ centres) / mass, (image.sum(1) @ centres) / mass
+
+
+def render(strokes):
+    """strokes -> the softened ink (SIDE, SIDE), brightest pixel 1 (or all zeros)."""
+    image = gaussian_blur(stroke_ink(strokes))
+    return image / image.max() if image.max() > 0 else image
+
+
+def mnist_like(strokes):
+    """strokes as drawn (any size, anywhere) -> float32 (SIDE, SIDE) in [0, 1], made the way
+    MNIST was: scaled to a fixed size, then moved so its centre of mass sits at MNIST_CENTRE.
+
+    The geometry is normalised before the pen is applied, so the stroke width is the same
+    however large the digit was drawn.
+    """
+    strokes = [np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in strokes]
+    strokes = [s for s in strokes if len(s)]
+    if not strokes:
+        return np.zeros((SIDE, SIDE), dtype=np.float32)
+    points = np.concatenate(strokes)
+    lo, hi = points.min(0), points.max(0)
+    scale = FIT / max((hi - lo).max(), 1e-9)       # keeps the aspect ratio, like MNIST
+    middle = (lo + hi) / 2
+    strokes = [(s - middle) * scale + SIDE / 2 for s in strokes]
+    # Moving the strokes moves the ink with them, so one measurement of the centre of mass
+    # gives the shift (up to the rounding of the pixel grid).
+    shift = MNIST_CENTRE - np.array(centre_of_mass(render(strokes)))
+    return render([s + shift for s in strokes]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# What the test set says about the codes: slider ranges and a typical value per digit
+# ------------------------------------------------------------------------------------------
+
+def code_stats(model, images=None, labels=None):
+    """-> (lo, hi, typical), each (K,): the slider range per dim and a typical code value.
+
+    images uint8 (N, 28, 28) and labels (N,), normally the MNIST test set. hi is the 99th
+    percentile of the code over all images (lo is 0 with ReLU on z, else the 1st percentile);
+    typical[k] is the median of dim k over the images labelled k: with routing, dim k is the
+    one that carries digit k. Without images: 0..DEFAULT_MAX and the middle of that range.
+    """
+    K = model.config.latent
+    if images is None or len(images) == 0:
+        return np.zeros(K), np.full(K, DEFAULT_MAX), np.full(K, DEFAULT_MAX / 2)
+    codes = np.concatenate([model.code(to_rows(images[i:i + 1000]))
+                            for i in range(0, len(images), 1000)])          # (N, K)
+    hi = np.percentile(codes, 99, axis=0)
+    lo = np.zeros(K) if model.config.relu_z else np.percentile(codes, 1, axis=0)
+    hi = np.where(hi > lo + 1e-6, hi, lo + DEFAULT_MAX)   # a dim that never fires still slides
+    typical = (hi + lo) / 2
+    labels = np.asarray(labels)
+    for k in range(K):
+        mine = codes[labels == k, k]
+        if mine.size and np.median(mine) > lo[k]:
+            typical[k] = np.median(mine)
+    return lo, hi, typical
+
+
+def morph_codes(typical, frames):
+    """-> (frames, K) codes sweeping from a one-hot of digit 0 to one of digit K - 1.
+
+    Frame f sits at s = f * (K - 1) / (frames - 1) along the way: between digits k = floor(s)
+    and k + 1 it cross-fades linearly, (1 - t) * typical[k] on dim k and t * typical[k + 1]
+    on dim k + 1, with t = s - k.
+    """
+    K = len(typical)
+    s = np.linspace(0, K - 1, frames)
+    k = np.minimum(np.floor(s).astype(int), K - 2)
+    t = s - k
+    codes = np.zeros((frames, K))
+    codes[np.arange(frames), k] = (1 - t) * typical[k]
+    codes[np.arange(frames), k + 1] = t * typical[k + 1]
+    return codes
+
+
+def write_morph(model, typical, path, frames=91, fps=12):
+    """Write a GIF: the decoded image and the code bars as the code sweeps from 0 to 9."""
+    codes = morph_codes(typical, frames)                         # (frames, K)
+    images = model.decode(codes).reshape(frames, SIDE, SIDE)     # every frame in one batch
+    K = len(typical)
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(4, 2), dpi=80,
+                                         gridspec_kw={"width_ratios": [1, 1.3]})
+    shown = ax_img.imshow(images[0], cmap="gray", vmin=0, vmax=1)
+    ax_img.set_axis_off()
+    bars = ax_bar.bar(range(K), codes[0], color="tab:orange")
+    ax_bar.set(xticks=range(K), ylim=(0, 1.05 * codes.max()), yticks=[])
+    ax_bar.tick_params(labelsize=7)
+    ax_bar.set_title("code z", fontsize=8)
+    fig.tight_layout()
+
+    def update(f):
+        shown.set_data(images[f])
+        for bar, value in zip(bars, codes[f]):
+            bar.set_height(value)
+        return [shown, *bars]
+
+    FuncAnimation(fig, update, frames=frames, blit=False).save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------
+# The window
+# ------------------------------------------------------------------------------------------
+
+class QuietSlider(Slider):
+    """matplotlib's Slider, except that moving it does not draw the window by itself:
+    Demo.redraw draws it, once per change, also when ten sliders move at once."""
+    drawon = False               # read by Slider.set_val, also inside Slider.__init__
+
+
+MIN_STEP = 0.25                 # a stroke records a new point after this many pixels of travel
+PEN_STYLE = dict(color="white", solid_capstyle="round", solid_joinstyle="round")
+HINT = ("keys: r random test digit · 0-9 one digit at a typical value · "
+        "draw with the mouse in the black square")
+
+
+class Demo:
+    """The window and its callbacks. Every path ends in `redraw`, which shows
+    model.decode(slider values) reshaped to 28 x 28, and the slider values as bars.
+
+    model: a VAE. images uint8 (N, 28, 28) and labels (N,): the test set, or None (then the
+    random-digit button does nothing and the sliders span 0..DEFAULT_MAX). rng: draws the random
+    test digits. fig: a figure to build in (from pyplot, so it can be shown), or None for a new one.
+    """
+
+    def __init__(self, model, images=None, labels=None, rng=None, fig=None):
+        self.model = model
+        self.images, self.labels = images, labels
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.lo, self.hi, self.typical = code_stats(model, images, labels)
+        self.index = None            # which test image is shown, if any
+        self.strokes = []            # the drawing: one list of (x, y) per pen-down
+        self.pen_lines = []          # and the line that shows each stroke on the canvas
+        self.pen_down = False
+        self.drawn = None            # the drawing as the model sees it (SIDE, SIDE), once drawn
+        self.fig = fig if fig is not None else plt.figure(figsize=FIGSIZE)
+        self._build_images()
+        self._build_code_panel()
+        self._build_sliders()
+        self._build_buttons()
+        self._connect_events()
+        self.redraw()
+
+    # ---------------------------------------------------------------- layout
+    def _image_axes(self, left, title):
+        ax = self.fig.add_axes([left, 0.52, PANEL, PANEL * FIGSIZE[0] / FIGSIZE[1]])  # square
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(title, fontsize=10)
+        return ax
+
+    def _build_images(self):
+        blank = np.zeros((SIDE, SIDE))
+        self.fig.suptitle("Each slider is one latent dim; the decoder draws the digit",
+                          fontsize=13)
+        self.input_ax = self._image_axes(0.40, "input")
+        self.input_im = self.input_ax.imshow(blank, cmap="gray", vmin=0, vmax=1)
+        self.output_ax = self._image_axes(0.605, "decode(sliders)")
+        self.output_im = self.output_ax.imshow(blank, cmap="gray", vmin=0, vmax=1)
+        # The drawing canvas: axes in pixel units of the 28 x 28 field, y pointing down
+        # like an image's rows, so mouse coordinates are stroke coordinates.
+        self.canvas_ax = self._image_axes(0.81, "draw a digit here")
+        self.canvas_ax.set(xlim=(0, SIDE), ylim=(SIDE, 0), facecolor="black")
+        self.canvas_ax.set_navigate(False)           # no pan/zoom on the canvas
+        # Pen width on screen: 2 * PEN_RADIUS pixels of the field, in points (72 per inch).
+        points_per_pixel = PANEL * FIGSIZE[0] * 72 / SIDE
+        self.pen_style = dict(PEN_STYLE, linewidth=2 * PEN_RADIUS * points_per_pixel)
+        self.status = self.fig.text(0.5875, 0.46, "", ha="center", fontsize=11)
+
+    def _build_code_panel(self):
+        K = self.model.config.latent
+        self.bar_ax = self.fig.add_axes([0.42, 0.1, 0.56, 0.28])
+        self.bars = self.bar_ax.bar(range(K), np.zeros(K), color="tab:gray")
+        self.bar_ax.set(xticks=range(K), xlim=(-0.6, K - 0.4),
+                        ylim=(min(self.lo.min(), 0), 1.05 * self.hi.max()))
+        self.bar_ax.set_title("the code z, the decoder's input (largest in orange)", fontsize=10)
+        self.bar_ax.axhline(0, color="black", linewidth=0.8)
+
+    def _build_sliders(self):
+        K = self.model.config.latent
+        self.fig.text(0.19, 0.92, "code z: one slider per digit", ha="center", fontsize=11)
+        self.sliders = []
+        for k in range(K):
+            ax = self.fig.add_axes([0.06, 0.86 - k * 0.06, 0.26, 0.035])
+            slider = QuietSlider(ax, str(k), self.lo[k], self.hi[k], valinit=0.0, valfmt="%.2f")
+            slider.on_changed(lambda _value: self.redraw())
+            self.sliders.append(slider)
+
+    def _build_buttons(self):
+        self.buttons = {}
+        for name, rect, callback in [
+                ("Random test digit", [0.04, 0.16, 0.16, 0.06], self.show_random_digit),
+                ("Reset", [0.22, 0.16, 0.12, 0.06], self.reset),
+                ("Clear", [0.85, 0.445, 0.10, 0.045], self.clear_drawing)]:
+            button = Button(self.fig.add_axes(rect), name)
+            button.on_clicked(callback)
+            self.buttons[name] = button
+        self.fig.text(0.02, 0.03, HINT, fontsize=9, color="dimgray")
+
+    def _connect_events(self):
+        connect = self.fig.canvas.mpl_connect
+        connect("key_press_event", self.on_key)
+        connect("button_press_event", self.on_press)
+        connect("motion_notify_event", self.on_move)
+        connect("button_release_event", self.on_release)
+
+    # ---------------------------------------------------------------- the code and the image
+    def slider_values(self):
+        """-> (K,) the code the sliders show."""
+        return np.array([s.val for s in self.sliders])
+
+    def redraw(self):
+        """Decode the slider values and show the image and the bars. Called on every change."""
+        z = self.slider_values()                                    # (K,)
+        self.output_im.set_data(self.model.decode(z).reshape(SIDE, SIDE))
+        top = int(np.argmax(z)) if z.max() > 0 else None            # nothing lit at zero
+        for k, (bar, value) in enumerate(zip(self.bars, z)):
+            bar.set_height(value)
+            bar.set_color("tab:orange" if k == top else "tab:gray")
+        self.fig.canvas.draw_idle()     # draw when the GUI is next idle: drags never queue up
+
+    def set_code(self, z):
+        """Move every slider to z (K,), then redraw once (not once per slider)."""
+        for slider, value in zip(self.sliders, z):
+            slider.eventson = False     # set_val would otherwise call redraw K times
+            slider.set_val(float(value))
+            slider.eventson = True
+        self.redraw()
+
+    def show_input(self, x, title, label=None):
+        """x (D,) floats in [0, 1]: show it, encode it, and set the sliders to its code."""
+        x = np.asarray(x, dtype=np.float32).reshape(1, -1)
+        mu = self.model.encode(x)[0]            # (K,) the encoder mean: argmax is the digit
+        predicted = int(np.argmax(mu))
+        self.input_im.set_data(x.reshape(SIDE, SIDE))
+        self.input_ax.set_title(title, fontsize=10)
+        truth = f"true {label} · " if label is not None else ""
+        self.status.set_text(f"{truth}predicted {predicted} (argmax of the encoder mean)")
+        self.set_code(self.model.code(x)[0])    # relu(mu): what the decoder reads
+
+    # ---------------------------------------------------------------- buttons and keys
+    def show_random_digit(self, _event=None):
+        """Show a random test image beside its reconstruction; the sliders take its code."""
+        if self.images is None or len(self.images) == 0:
+            self.status.set_text("no test set loaded (see --data-dir)")
+            self.fig.canvas.draw_idle()
+            return
+        self.index = int(self.rng.integers(len(self.images)))
+        x = to_rows(self.images[self.index:self.index + 1])[0]
+        self.show_input(x, f"test image #{self.index}", label=int(self.labels[self.index]))
+
+    def reset(self, _event=None):
+        """All sliders to zero: the code of "no digit"."""
+        self.set_code(np.zeros(len(self.sliders)))
+
+    def one_hot(self, k):
+        """Only dim k on, at the typical value of digit k."""
+        z = np.zeros(len(self.sliders))
+        z[k] = self.typical[k]
+        self.set_code(z)
+
+    def on_key(self, event):
+        """Key r: a random test digit. Keys 0-9: that digit's typical one-hot code."""
+        if event.key == "r":
+            self.show_random_digit()
+        elif event.key is not None and event.key.isdigit() and int(event.key) < len(self.sliders):
+            self.one_hot(int(event.key))
+
+    # ---------------------------------------------------------------- drawing
+    def on_press(self, event):
+        """Left button down on the canvas: start a stroke."""
+        if event.inaxes is not self.canvas_ax or event.button != 1:
+            return
+        self.pen_down = True
+        self.strokes.append([(event.xdata, event.ydata)])
+        line, = self.canvas_ax.plot([event.xdata], [event.ydata], **self.pen_style)
+        self.pen_lines.append(line)
+        self.fig.canvas.draw_idle()
+
+    def on_move(self, event):
+        """Mouse moves with the button down: extend the stroke (points off the canvas skipped)."""
+        if not self.pen_down or event.inaxes is not self.canvas_ax:
+            return
+        stroke = self.strokes[-1]
+        if np.hypot(event.xdata - stroke[-1][0], event.ydata - stroke[-1][1]) < MIN_STEP:
+            return                      # the mouse reports often; keep stroke_ink's work small
+        stroke.append((event.xdata, event.ydata))
+        self.pen_lines[-1].set_data(*zip(*stroke))
+        self.fig.canvas.draw_idle()
+
+    def on_release(self, _event):
+        """Button up (anywhere): the stroke is done; encode everything drawn so far."""
+        if not self.pen_down:
+            return
+        self.pen_down = False
+        self.drawn = mnist_like(self.strokes)                    # (SIDE, SIDE)
+        self.index = None
+        self.show_input(self.drawn.ravel(), "your drawing, as the model sees it")
+
+    def clear_drawing(self, _event=None):
+        """Wipe the canvas. The sliders keep the last code until something else sets them."""
+        for line in self.pen_lines:
+            line.remove()
+        self.strokes, self.pen_lines = [], []
+        self.fig.canvas.draw_idle()
+
+    # ---------------------------------------------------------------- output
+    def save(self, path):
+        """Render the window to an image file of FIGSIZE * DPI pixels."""
+        self.fig.savefig(path, dpi=DPI)

@@ -1,0 +1,312 @@
+"""The demo: the image shown is always model.decode(slider values); a test digit or a drawing
+sets the sliders to its code; drawings come out shaped like MNIST digits; and demo.py writes
+its files, or fails with one line and exit code 2. No screen needed (matplotlib's Agg backend).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+
+from gr_numpy import ops  # noqa: E402
+from gr_numpy.checkpoint import save_checkpoint  # noqa: E402
+from gr_numpy.data import to_rows  # noqa: E402
+from gr_numpy.demo_app import (DEFAULT_MAX, MNIST_CENTRE, SIDE, Demo, centre_of_mass,  # noqa: E402
+                               code_stats, gaussian_blur, mnist_like, morph_codes, stroke_ink)
+from gr_numpy.model import VAE, VAEConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_model():
+    return VAE(VAEConfig(enc_hidden=(16,), dec_hidden=(16,)), rng=np.random.default_rng(0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def numpy_backend():
+    """The NumPy backend, as demo.py uses: one image at a time gains nothing from Numba."""
+    with ops.using_backend("numpy"):
+        yield
+
+
+@pytest.fixture
+def demo(monkeypatch):
+    """A demo on an untrained small model and 40 random 'test images' (labels 0..9 in turn)."""
+    # On Agg, draw_idle draws at once (a GUI would wait until it is idle), about 0.1 s a time.
+    # These tests check the arrays behind the pixels, so they skip the drawing; the --save
+    # test below draws the whole window for real.
+    monkeypatch.setattr(FigureCanvasAgg, "draw_idle", lambda self: None)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(40, SIDE, SIDE), dtype=np.uint8)
+    labels = np.arange(40) % 10
+    d = Demo(small_model(), images, labels, rng=np.random.default_rng(2))
+    yield d
+    plt.close(d.fig)
+
+
+def shown_image(demo):
+    return np.asarray(demo.output_im.get_array())
+
+
+def assert_shows_decode_of_sliders(demo):
+    values = demo.slider_values()
+    expected = demo.model.decode(values).reshape(SIDE, SIDE)
+    np.testing.assert_allclose(shown_image(demo), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose([bar.get_height() for bar in demo.bars], values, rtol=0, atol=1e-12)
+
+
+def mouse(demo, x, y, button=1, inaxes="canvas"):
+    """A stand-in for a matplotlib MouseEvent: the handlers read only these four fields."""
+    axes = demo.canvas_ax if inaxes == "canvas" else inaxes
+    return SimpleNamespace(xdata=x, ydata=y, button=button, inaxes=axes)
+
+
+def draw_stroke(demo, points):
+    demo.on_press(mouse(demo, *points[0]))
+    for x, y in points[1:]:
+        demo.on_move(mouse(demo, x, y))
+    demo.on_release(mouse(demo, *points[-1]))
+
+
+# ------------------------------------------------------------------ sliders -> image
+def test_moving_sliders_shows_decode_of_their_values(demo):
+    values = np.random.default_rng(3).uniform(demo.lo, demo.hi)
+    for slider, value in zip(demo.sliders, values):
+        slider.set_val(value)                  # what a drag does; fires the redraw callback
+    np.testing.assert_allclose(demo.slider_values(), values, rtol=0, atol=1e-12)
+    assert_shows_decode_of_sliders(demo)
+    colours = [bar.get_facecolor() for bar in demo.bars]
+    orange = matplotlib.colors.to_rgba("tab:orange")
+    assert [k for k, c in enumerate(colours) if c == orange] == [int(np.argmax(values))]
+
+
+def test_set_code_moves_every_slider_and_redraws_once(demo, monkeypatch):
+    calls = []
+    monkeypatch.setattr(demo.fig.canvas, "draw_idle", lambda: calls.append(1))
+    z = np.linspace(0.1, 1.0, demo.model.config.latent)
+    demo.set_code(z)
+    np.testing.assert_allclose(demo.slider_values(), z, rtol=0, atol=1e-12)
+    assert len(calls) == 1
+    assert_shows_decode_of_sliders(demo)
+
+
+# ------------------------------------------------------------------ buttons and keys
+def test_random_digit_sets_sliders_to_the_code_of_the_image_it_shows(demo):
+    for _ in range(3):
+        demo.show_random_digit()
+        i = demo.index
+        x = to_rows(demo.images[i:i + 1])                                   # (1, D)
+        np.testing.assert_allclose(demo.slider_values(), demo.model.code(x)[0], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(demo.input_im.get_array(), x.reshape(SIDE, SIDE))
+        assert_shows_decode_of_sliders(demo)                                # the reconstruction
+        predicted = int(np.argmax(demo.model.encode(x)[0]))
+        assert demo.status.get_text().startswith(f"true {demo.labels[i]} · predicted {predicted}")
+
+
+def test_key_r_shows_a_random_digit_and_digit_keys_set_a_typical_one_hot(demo):
+    demo.on_key(SimpleNamespace(key="r"))
+    assert demo.index is not None
+    demo.on_key(SimpleNamespace(key="3"))
+    expected = np.zeros(demo.model.config.latent)
+    expected[3] = demo.typical[3]
+    np.testing.assert_allclose(demo.slider_values(), expected, rtol=0, atol=1e-12)
+    assert_shows_decode_of_sliders(demo)
+    demo.reset()
+    np.testing.assert_allclose(demo.slider_values(), 0.0, atol=0)
+    assert_shows_decode_of_sliders(demo)
+
+
+def test_without_test_images_sliders_span_0_to_default_and_random_does_nothing():
+    d = Demo(small_model())
+    try:
+        np.testing.assert_allclose([s.valmax for s in d.sliders], DEFAULT_MAX)
+        d.show_random_digit()
+        assert d.index is None and "no test set" in d.status.get_text()
+        assert_shows_decode_of_sliders(d)
+    finally:
+        plt.close(d.fig)
+
+
+def test_code_stats_are_percentiles_and_per_digit_medians():
+    model = small_model()
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, size=(200, SIDE, SIDE), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=200)
+    lo, hi, typical = code_stats(model, images, labels)
+    codes = model.code(to_rows(images))                                     # (N, K)
+    assert np.all(lo == 0)                                                  # ReLU on z
+    np.testing.assert_allclose(hi, np.percentile(codes, 99, axis=0), rtol=1e-6)
+    for k in range(10):
+        median = np.median(codes[labels == k, k])
+        expected = median if median > 0 else hi[k] / 2      # a dim that is off: mid-range
+        np.testing.assert_allclose(typical[k], expected, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ drawing
+def test_mouse_stroke_gives_a_28x28_input_and_sets_sliders_to_its_encoding(demo):
+    seven = [(6, 5), (14, 5), (22, 5), (18, 14), (13, 24)]        # a "7", in canvas pixels
+    draw_stroke(demo, seven)
+    assert demo.drawn.shape == (SIDE, SIDE) and demo.drawn.sum() > 20
+    x = demo.drawn.reshape(1, -1)
+    np.testing.assert_allclose(demo.input_im.get_array(), demo.drawn)
+    np.testing.assert_allclose(demo.slider_values(), demo.model.code(x)[0], rtol=0, atol=1e-6)
+    assert_shows_decode_of_sliders(demo)
+    assert demo.status.get_text().startswith("predicted")
+
+    # A second stroke adds to the first; the input is re-made from both.
+    first = demo.drawn.copy()
+    draw_stroke(demo, [(10, 14), (20, 14)])
+    assert len(demo.strokes) == 2 and not np.allclose(demo.drawn, first)
+    demo.clear_drawing()
+    assert demo.strokes == [] and demo.pen_lines == []
+
+
+def test_presses_off_the_canvas_or_with_other_buttons_draw_nothing(demo):
+    demo.on_press(mouse(demo, 5, 5, button=3))                     # right button
+    demo.on_press(mouse(demo, 5, 5, inaxes=demo.bar_ax))           # another panel
+    demo.on_move(mouse(demo, 6, 6))
+    demo.on_release(mouse(demo, 6, 6))
+    assert demo.strokes == [] and demo.drawn is None
+
+
+# Ten hand-made digits as strokes, in the canvas's pixel units (x right, y down).
+def arc(cx, cy, rx, ry, a0=0.0, a1=2 * np.pi, n=40):
+    t = np.linspace(a0, a1, n)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+
+
+def polyline(*corners, n=20):
+    t = np.linspace(0, 1, n)[:, None]
+    return np.concatenate([np.multiply(p, 1 - t) + np.multiply(q, t)
+                           for p, q in zip(corners[:-1], corners[1:])])
+
+
+DIGITS = {
+    0: [arc(14, 14, 6, 9)],
+    1: [polyline((15, 4), (13, 24))],
+    2: [np.concatenate([arc(14, 10, 6, 5, np.pi, 2.2 * np.pi),
+                        polyline((18, 13), (8, 24), (21, 24))])],
+    3: [np.concatenate([arc(13, 9, 5, 4.5, -0.8 * np.pi, 0.5 * np.pi),
+                        arc(13, 19, 6, 5.5, -0.5 * np.pi, 0.85 * np.pi)])],
+    4: [polyline((16, 4), (7, 18), (22, 18)), polyline((17, 10), (17, 26))],
+    5: [polyline((20, 4), (10, 4), (9, 13)), arc(13, 18, 7, 6, -0.75 * np.pi, 0.8 * np.pi)],
+    6: [np.concatenate([polyline((18, 3), (9, 16)), arc(14, 19, 6, 5.5, np.pi, 3 * np.pi)])],
+    7: [polyline((7, 5), (21, 5), (11, 26))],
+    8: [arc(14, 9, 5, 5), arc(14, 20, 6, 6)],
+    9: [arc(14, 10, 6, 5.5), polyline((20, 10), (18, 26))],
+}
+
+
+def ink_box(image):
+    """Longest side of the bounding box of the pixels a uint8 MNIST file would store as > 0."""
+    rows, cols = np.nonzero(image >= 1 / 255)
+    return max(np.ptp(rows), np.ptp(cols)) + 1
+
+
+@pytest.mark.parametrize("digit", sorted(DIGITS))
+def test_drawings_come_out_shaped_like_mnist(digit):
+    # MNIST test set (measured): box 20 px (median), centre of mass at 14.5, ink ~104.
+    image = mnist_like(DIGITS[digit])
+    assert image.shape == (SIDE, SIDE) and image.dtype == np.float32
+    assert image.min() >= 0 and image.max() == pytest.approx(1.0)
+    assert 19 <= ink_box(image) <= 21
+    np.testing.assert_allclose(centre_of_mass(image), MNIST_CENTRE, atol=0.1)
+
+
+def test_drawings_have_mnist_like_ink_on_average():
+    ink = np.mean([mnist_like(strokes).sum() for strokes in DIGITS.values()])
+    assert 90 < ink < 115, ink
+
+
+def test_size_and_position_of_a_drawing_do_not_matter():
+    strokes = DIGITS[4]
+    moved = [0.4 * s + np.array([3.0, 11.0]) for s in strokes]   # small, in a corner
+    np.testing.assert_allclose(mnist_like(moved), mnist_like(strokes), atol=1e-5)
+
+
+def test_empty_drawing_is_blank_and_a_click_is_a_centred_dot():
+    assert not mnist_like([]).any()
+    dot = mnist_like([[(3.0, 20.0)]])
+    assert 0 < dot.sum() < 20
+    np.testing.assert_allclose(centre_of_mass(dot), MNIST_CENTRE, atol=0.05)
+
+
+def test_stroke_ink_is_full_within_the_pen_and_zero_beyond_its_soft_edge():
+    ink = stroke_ink([[(5.0, 14.5), (20.0, 14.5)]], radius=1.5)   # along row 14's centre line
+    assert np.all(ink[13:16, 6:19] == 1.0)                        # distance <= 1: full
+    assert np.all(ink[16, 6:19] == 0.0) and np.all(ink[12, 6:19] == 0.0)  # distance 2: none
+    assert np.all(ink[:, :2] == 0.0)
+
+
+def test_gaussian_blur_matches_a_direct_sum():
+    image = np.random.default_rng(5).random((SIDE, SIDE))
+    sigma = 0.7
+    i = np.arange(SIDE)
+    weight = np.exp(-(i[:, None] - i[None, :]) ** 2 / (2 * sigma ** 2))
+    weight /= weight[SIDE // 2].sum()
+    # out[a, b] = sum over pixels (c, d) of weight[a, c] * weight[b, d] * image[c, d]
+    direct = np.einsum("ac,bd,cd->ab", weight, weight, image)
+    np.testing.assert_allclose(gaussian_blur(image, sigma), direct, rtol=1e-12)
+    point = np.zeros((SIDE, SIDE))
+    point[14, 14] = 1.0
+    assert gaussian_blur(point, sigma).sum() == pytest.approx(1.0, rel=1e-9)
+
+
+# ------------------------------------------------------------------ the morph
+def test_morph_codes_go_through_each_typical_one_hot_in_turn():
+    typical = np.arange(1.0, 11.0)
+    codes = morph_codes(typical, frames=19)                 # a one-hot, then a midpoint, ...
+    np.testing.assert_allclose(codes[::2], np.diag(typical))
+    np.testing.assert_allclose(codes[1, :2], [0.5, 1.0])    # halfway from 0 to 1
+    assert np.count_nonzero(codes[1]) == 2
+
+
+# ------------------------------------------------------------------ the command line
+def run_demo(*args, env_changes=None):
+    env = dict(os.environ, MPLBACKEND="Agg", **(env_changes or {}))
+    env.pop("DISPLAY", None)
+    return subprocess.run([sys.executable, str(ROOT / "demo.py"), *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path):
+    model = small_model()
+    path = tmp_path / "small.npz"
+    save_checkpoint(path, model.params, {"model": model.config.to_dict()})
+    return path
+
+
+def test_save_and_morph_write_a_png_and_a_gif(small_checkpoint, tmp_path, mnist_dir):
+    png, gif = tmp_path / "demo.png", tmp_path / "morph.gif"
+    run = run_demo("--checkpoint", small_checkpoint, "--data-dir", mnist_dir,
+                   "--save", png, "--morph", gif, "--morph-frames", 4)
+    assert run.returncode == 0, run.stderr
+    assert plt.imread(png).shape[:2] == (700, 1200)       # FIGSIZE (12, 7) inches at 100 dpi
+    from PIL import Image                                 # Pillow comes with matplotlib
+    with Image.open(gif) as animation:
+        assert animation.format == "GIF" and animation.n_frames == 4
+
+
+def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "nothing.npz"
+    run = run_demo("--checkpoint", path, "--save", tmp_path / "x.png")
+    assert run.returncode == 2
+    assert run.stderr == f"no trained model at {path} — run `python train.py` first\n"
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_window_without_a_display_is_one_line_and_exit_2(small_checkpoint):
+    run = run_demo("--checkpoint", small_checkpoint)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "--save" in run.stderr, run.stderr
