@@ -16,10 +16,10 @@ from dataclasses import asdict
 PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss.
     "default": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
-                    recon_weight=1.0, kl_weight=1.0, epochs=12),
+                    recon_weight=1.0, kl_weight=1.0, l1_weight=0.0, epochs=12),
     # The reference post's recipe: 784-2048-512-10, ReLU everywhere, 0.3 * SSE + KL, 100 epochs.
     "reference": dict(hidden="2048,512", dec_act="relu", dec_hidden_bias=True, recon="sse",
-                      recon_weight=0.3, kl_weight=1.0, epochs=100),
+                      recon_weight=0.3, kl_weight=1.0, l1_weight=0.0, epochs=100),
 }
 
 
@@ -45,6 +45,8 @@ def build_parser():
                                     "decoder mirrors them (preset: 512,256 / 2048,512)")
     g.add_argument("--dec-act", choices=["relu", "elu"], help="decoder hidden activation")
     g.add_argument("--kl-weight", type=float, help="weight of the KL term (preset: 1)")
+    g.add_argument("--l1-weight", type=float,
+                   help="weight of an L1 penalty on z, label-free and unrouted (preset: 0)")
     g.add_argument("--no-routing", action="store_true",
                    help="ablation: a plain VAE, labels unused during training")
     g.add_argument("--latent", type=int, default=10,
@@ -86,7 +88,7 @@ def fail(message):
 def resolve(args):
     """Merge the preset with explicit flags and check everything before any work is done."""
     preset = PRESETS[args.preset]
-    for key in ("epochs", "hidden", "dec_act", "kl_weight"):
+    for key in ("epochs", "hidden", "dec_act", "kl_weight", "l1_weight"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     try:
@@ -102,8 +104,8 @@ def resolve(args):
         fail(f"--lr must be positive, got {args.lr}")
     if not 0 < args.lr_decay <= 1:
         fail(f"--lr-decay must be in (0, 1], got {args.lr_decay}")
-    if args.kl_weight < 0:
-        fail(f"--kl-weight must be >= 0, got {args.kl_weight}")
+    if args.kl_weight < 0 or args.l1_weight < 0:
+        fail(f"--kl-weight and --l1-weight must be >= 0, got {args.kl_weight}, {args.l1_weight}")
     if args.latent < 1:
         fail(f"--latent must be a positive integer, got {args.latent}")
     if not args.no_routing and args.latent != 10:
@@ -116,7 +118,7 @@ def resolve(args):
     model = dict(input_dim=784, enc_hidden=hidden, dec_hidden=hidden[::-1], latent=args.latent,
                  enc_act="relu", dec_act=args.dec_act, dec_hidden_bias=preset["dec_hidden_bias"],
                  relu_z=True, recon=preset["recon"], recon_weight=preset["recon_weight"],
-                 kl_weight=args.kl_weight)
+                 kl_weight=args.kl_weight, l1_weight=args.l1_weight)
     train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  lr_decay=args.lr_decay, seed=args.seed, routing=not args.no_routing,
                  val_size=args.val_size, train_subset=args.train_subset)

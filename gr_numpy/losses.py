@@ -60,6 +60,17 @@ def kl_normal(mu, logvar):
     return kl, dmu, dlogvar
 
 
+# ------------------------------------------------------------------ L1 on the code
+def l1_penalty(z):
+    """sum |z| over the K dims, mean over images: a label-free push towards sparse codes.
+
+    z (N, K) -> loss (scalar), dz (N, K). With ReLU on z, the dims an image does not use are
+    pushed to exactly zero, so the decoder is not fed their noise.
+    """
+    N = z.shape[0]
+    return np.abs(z).sum() / N, np.sign(z) / N
+
+
 # ------------------------------------------------------------------ reparameterisation
 def reparameterize_forward(mu, logvar, eps):
     """z = mu + std * eps with std = exp(logvar / 2)   (logvar is the log VARIANCE).

@@ -18,7 +18,7 @@ import numpy as np
 
 from .layers import ACTIVATIONS, linear_backward, linear_forward, relu_backward, relu_forward
 from .layers import sigmoid_forward
-from .losses import RECONSTRUCTION_LOSSES, kl_normal, reparameterize_backward
+from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
 from .routing import route_mask
 
@@ -37,6 +37,7 @@ class VAEConfig:
     recon: str = "bce"              # "bce" (Bernoulli cross-entropy) or "sse" (sum sq. error)
     recon_weight: float = 1.0       # multiplies the reconstruction loss
     kl_weight: float = 1.0          # multiplies the KL term
+    l1_weight: float = 0.0          # multiplies an L1 penalty on z (label-free, not routed)
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -110,10 +111,13 @@ class VAE:
 
         recon, dlogits = RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
         kl, dmu_kl, dlogvar_kl = kl_normal(mu, logvar)
+        l1, dz_l1 = l1_penalty(z)
         cache["dlogits"] = cfg.recon_weight * dlogits                 # dL/dlogits
         cache["dmu_kl"] = cfg.kl_weight * dmu_kl                      # dL/dmu through the KL
         cache["dlogvar_kl"] = cfg.kl_weight * dlogvar_kl              # dL/dlogvar through the KL
-        losses = {"loss": cfg.recon_weight * recon + cfg.kl_weight * kl, "recon": recon, "kl": kl}
+        cache["dz_l1"] = cfg.l1_weight * dz_l1                        # dL/dz through the L1
+        loss = cfg.recon_weight * recon + cfg.kl_weight * kl + cfg.l1_weight * l1
+        losses = {"loss": loss, "recon": recon, "kl": kl, "l1": l1}
         return losses, cache
 
     def encoder_forward(self, x, eps, cache):
@@ -179,6 +183,7 @@ class VAE:
         if labels is not None:
             dz = dz * route_mask(labels, cfg.latent, dtype=dz.dtype)
         # ----------------------------------------------------------------------------------
+        dz = dz + cache["dz_l1"]                  # the L1 penalty's gradient, like KL's: unrouted
 
         if cfg.relu_z:
             dz = relu_backward(dz, cache["relu_z"])
@@ -200,7 +205,7 @@ class VAE:
     def loss_and_grads(self, x, labels=None, eps=None):
         """x (N, D) floats in [0, 1]; labels (N,) ints or None; eps (N, K) noise or None (= zeros).
 
-        Returns (losses, grads): losses has "loss", "recon", "kl" (floats, mean per image);
+        Returns (losses, grads): losses has "loss", "recon", "kl", "l1" (mean per image);
         grads has one array per parameter, same keys and shapes. The caller draws eps
         (eps=None means z = relu(mu), the noiseless code).
         """

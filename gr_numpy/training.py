@@ -48,19 +48,20 @@ def evaluate(model, images, labels, batch_size=1000):
     images (N, 28, 28) uint8, labels (N,). The reconstruction decodes the noiseless code
     relu(mu) (or mu without ReLU on z), exactly what the demo shows.
     """
-    K = model.config.latent
     predicted, sq_err = [], 0.0
     for i in range(0, len(images), batch_size):
         x = to_rows(images[i:i + batch_size])
         mu = model.encode(x)                                        # (n, K)
-        code = np.maximum(mu, 0) if model.config.relu_z else mu
+        code = np.maximum(mu, 0) if model.config.relu_z else mu     # = model.code(x)
         predicted.append(np.argmax(mu, axis=1))
         sq_err += float(((model.decode(code) - x) ** 2).sum(dtype=np.float64))
     predicted = np.concatenate(predicted)
     labels = np.asarray(labels, dtype=np.intp)
-    confusion = np.zeros((K, K), dtype=np.int64)
+    # rows: true digit 0..9; columns: latent dim with the largest mean (K of them)
+    confusion = np.zeros((10, model.config.latent), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    correct = np.bincount(labels[predicted == labels], minlength=10)
+    per_class = correct / np.maximum(np.bincount(labels, minlength=10), 1)
     return {"acc": float((predicted == labels).mean()),
             "per_class_acc": [round(float(a), 4) for a in per_class],
             "mse": sq_err / (len(images) * images[0].size),

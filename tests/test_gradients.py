@@ -87,6 +87,12 @@ def test_kl_gradient(rng):
     check_gradient(dlogvar, numerical_gradient(f, logvar), TOL, "dlogvar")
 
 
+def test_l1_gradient(rng):
+    z = off_kink(rng.normal(size=(3, 4)))
+    _, dz = losses.l1_penalty(z)
+    check_gradient(dz, numerical_gradient(lambda: losses.l1_penalty(z)[0], z), TOL, "dz")
+
+
 def test_reparameterize_gradient(rng):
     mu, logvar, eps = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
     dz = rng.normal(size=(3, 4))
@@ -131,7 +137,7 @@ def test_reparameterized_samples_have_mean_mu_and_std_exp_half_logvar():
 def tiny_model(rng, **overrides):
     """A float64 VAE with odd sizes: 7 pixels -> 5 -> 4 -> K=3 -> 4 -> 5 -> 7."""
     kwargs = dict(input_dim=7, enc_hidden=(5, 4), dec_hidden=(4, 5), latent=3, dtype="float64",
-                  kl_weight=0.7, recon_weight=1.3)
+                  kl_weight=0.7, recon_weight=1.3, l1_weight=0.4)
     kwargs.update(overrides)
     model = VAE(VAEConfig(**kwargs), rng=rng)
     for k in model.params:                                  # non-zero biases, larger weights
@@ -183,8 +189,8 @@ def test_unrouted_loss_gradient_every_parameter(overrides):
 def test_routed_gradient_equals_surrogate_loss_gradient():
     """Routing = the exact gradient of a loss whose z has its non-label entries held constant.
 
-    Surrogate: recon(decoder(m * z(theta) + (1 - m) * z(theta0))) + KL(theta), where m is the
-    one-hot mask of the labels and theta0 are the current parameters.
+    Surrogate: recon(decoder(m * z(theta) + (1 - m) * z(theta0))) + KL(theta) + L1(z(theta)),
+    where m is the one-hot mask of the labels and theta0 are the current parameters.
     """
     rng = np.random.default_rng(11)
     model = tiny_model(rng)
@@ -199,7 +205,8 @@ def test_routed_gradient_equals_surrogate_loss_gradient():
         logits = model.decoder_forward(m * z + (1 - m) * z0, {})
         recon, _ = losses.RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
         kl, _, _ = losses.kl_normal(mu, logvar)
-        return cfg.recon_weight * recon + cfg.kl_weight * kl
+        l1, _ = losses.l1_penalty(z)                           # label-free terms see all of z
+        return cfg.recon_weight * recon + cfg.kl_weight * kl + cfg.l1_weight * l1
 
     np.testing.assert_allclose(surrogate(), loss_of(model, x, eps), rtol=1e-13)
     _, routed = model.loss_and_grads(x, labels=labels, eps=eps)
@@ -234,7 +241,7 @@ def test_routed_encoder_ignores_non_label_entries_of_dz():
 def test_without_routing_non_label_columns_reach_the_encoder():
     """Negative control: all images are '0'; only routing keeps dims 1..K-1 out of mu's bias grad."""
     rng = np.random.default_rng(5)
-    model = tiny_model(rng, relu_z=False, kl_weight=0.0)
+    model = tiny_model(rng, relu_z=False, kl_weight=0.0, l1_weight=0.0)
     x, eps, _ = batch(rng)
     zeros = np.zeros(len(x), dtype=int)
     _, routed = model.loss_and_grads(x, labels=zeros, eps=eps)

@@ -20,7 +20,7 @@ def test_parameters_and_gradients_share_names_shapes_and_dtype(model):
     assert set(grads) == set(model.params) == set(layer_shapes(model.config))
     for k, p in model.params.items():
         assert grads[k].shape == p.shape and grads[k].dtype == np.float32, k
-    assert set(losses) == {"loss", "recon", "kl"}
+    assert set(losses) == {"loss", "recon", "kl", "l1"}
     assert losses["loss"] == pytest.approx(losses["recon"] + losses["kl"], rel=1e-6)
 
 
