@@ -6,15 +6,16 @@ digit to see its code and reconstruction, or draw your own digit with the mouse.
 is built in gr_numpy/demo_app.py; this file only reads the flags, the checkpoint and the data.
 """
 
-import argparse
 import os
 import sys
+
+from gr_numpy.cli import OneLineParser
 
 DEFAULT_CHECKPOINT = os.path.join("runs", "default", "checkpoint.npz")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="demo.py", description="Explore a trained model's latent code in a window, or "
                                     "render the window and an animation to files.")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,

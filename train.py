@@ -12,6 +12,9 @@ import sys
 import time
 from dataclasses import asdict
 
+from gr_numpy import cli
+from gr_numpy.cli import OneLineParser
+
 # Presets: the model and training settings each recipe changes (flags given explicitly win).
 PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss.
@@ -21,13 +24,6 @@ PRESETS = {
     "reference": dict(hidden="2048,512", dec_act="relu", dec_hidden_bias=True, recon="sse",
                       recon_weight=0.3, kl_weight=1.0, l1_weight=0.0, epochs=100),
 }
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line and exit code 2 (not the whole usage text)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser():
@@ -81,8 +77,7 @@ def build_parser():
 
 def fail(message):
     """One line on stderr, exit code 2: for anything the user can fix before work starts."""
-    print(f"train.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("train.py", message)
 
 
 def resolve(args):

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .checkpoint import CheckpointError, load_model
+from .cli import OneLineParser
 from .data import DataError, load_mnist, to_rows
 
 TRAVERSAL_STEPS = 8          # S: columns of a traversal, from 0 to the dim's high value
@@ -185,13 +186,6 @@ def plot_routing_vs_plain(runs, x, path):
 
 
 # ---------------------------------------------------------------------------- command line
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line and exit code 2 (not the whole usage text)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser():
     p = OneLineParser(prog="python -m gr_numpy.figures", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -22,6 +22,7 @@ import sys
 import numpy as np
 
 from .checkpoint import CheckpointError, load_model
+from .cli import OneLineParser
 from .data import DataError, load_mnist, to_rows
 from .figures import new_figure, save_figure
 from .layers import relu_backward
@@ -132,13 +133,6 @@ def plot_tables(routed, plain, path, subtitle=""):
 
 
 # ---------------------------------------------------------------------------- command line
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line and exit code 2 (not the whole usage text)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser():
     p = OneLineParser(prog="python -m gr_numpy.inspector", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
