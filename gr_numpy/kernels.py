@@ -1,31 +1,45 @@
-"""Numba kernels for the products, bias and ReLU of a dense layer, behind checked wrappers.
+"""Numba kernels for a dense layer, its loss and its optimiser, each behind a checked wrapper.
 
-Each operation is a private jitted body (`_matmul`, ...) that trusts its inputs, and a public
-wrapper (`matmul`, ...) that checks them and raises a one-line ValueError. `numpy_ops.py`
+Each operation is a private jitted body (`_gemm`, `_relu`, ...) that trusts its inputs, and a public
+wrapper (`matmul`, `relu`, ...) that checks them and raises a one-line ValueError. `numpy_ops.py`
 holds the NumPy twin of each one; `tests/test_kernels.py` checks every kernel against its twin.
-These kernels aim to be clear and correct on a CPU, not to match BLAS.
+
+Two kinds of kernel live here:
+  * The matrix products, hand-written and blocked for the cache and the registers (no BLAS call),
+    with the work that follows a product fused into it: `linear_relu` is relu(x @ W + b) in one
+    pass over memory. `python -m gr_numpy.bench` measures them against NumPy's `@` (OpenBLAS).
+  * Elementwise kernels that do in one pass what NumPy does in several: the ELU/ReLU gradients,
+    sigmoid with the reconstruction loss and its gradient, the whole Adam update.
 
 Glossary: N rows (the batch); K and M feature sizes. The letters are generic here; in a layer
 y = x @ W + b, x is (N, K), W is (K, M), y and dy are (N, M).
 
-Every parallel loop gives each thread whole rows of the output to own: no two threads ever
-write the same element, and each element is summed in the same order whatever the thread count,
-so results are bit-identical from run to run and from 1 thread to many.
+Every parallel loop gives each thread whole tiles or rows of the output to own: no two threads
+ever write the same element, and each element is computed by the same operations in the same
+order whatever the thread count, so results are bit-identical from run to run and from 1 thread
+to many.
 """
+
+import math
 
 import numba
 import numpy as np
 from numba import prange
 
-# The one place that sets Numba options. cache=True keeps compiled code on disk, so only the
-# first run pays for compiling; fastmath=False keeps IEEE arithmetic, so results match NumPy
-# closely and never depend on how the compiler reorders a sum.
+# The one place that sets Numba options. cache=True keeps compiled code on disk, so only the first
+# run pays for compiling. fastmath stays off for the elementwise kernels: IEEE arithmetic, one
+# rounding per operation, in the same order as their NumPy twins. The products turn on a single
+# fastmath flag, "contract": it lets LLVM fuse a * b + c into one fused multiply-add instruction
+# (FMA), rounded once instead of twice. That doubles the arithmetic per instruction and changes
+# results in the last bit; tests/test_kernels.py pins what it changes (agreement with NumPy within
+# a stated tolerance, and a product whose exact answer only a fused multiply-add gives).
 _NUMBA_OPTIONS = {"cache": True, "fastmath": False}
+_PRODUCT_OPTIONS = {"cache": True, "fastmath": {"contract"}}
 
 
-def _jit(parallel=False):
+def _jit(parallel=False, product=False):
     """Compile a private kernel with the project's Numba options; parallel turns on prange."""
-    return numba.njit(parallel=parallel, **_NUMBA_OPTIONS)
+    return numba.njit(parallel=parallel, **(_PRODUCT_OPTIONS if product else _NUMBA_OPTIONS))
 
 
 # ---------------------------------------------------------------- checks shared by the wrappers
@@ -51,112 +65,260 @@ def _same_dtype(fn, names, a, b):
                          "expected both float32 or both float64")
 
 
-# ---------------------------------------------------------------- matmul: x @ W
+def _same_shape(fn, names, a, b):
+    """Raise unless a and b have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: shapes differ: {names[0]} is {a.shape}, {names[1]} is {b.shape}; "
+                         "expected the same shape")
 
-@_jit(parallel=True)
-def _matmul(a, b):
-    """(N, K) @ (K, M) -> (N, M); thread owns output row i; i-k-j order, inner loop contiguous."""
+
+# ---------------------------------------------------------------- a tile that lives in registers
+# A fast product keeps a small tile of its output in CPU registers for the whole loop over k.
+# LLVM does that to an array only if it can prove that nothing else points into it. Numba puts
+# arrays on the heap, behind pointers LLVM cannot see through, so the tile is asked for on the
+# stack instead: `_register_tile(rows, cols, like)` returns a (rows, cols) array of like's dtype
+# whose memory is an LLVM `alloca` in the calling function. Nothing else can reach it, so LLVM
+# promotes the whole tile to registers (`python -m gr_numpy.bench --asm` shows the loop).
+# rows and cols must be compile-time constants. Without JIT it is an ordinary NumPy array.
+
+if numba.config.DISABLE_JIT:
+    def _register_tile(rows, cols, like):
+        return np.empty((rows, cols), dtype=like.dtype)
+else:
+    from numba.core import cgutils, types
+    from numba.core.errors import TypingError
+    from numba.extending import intrinsic
+    from numba.np.arrayobj import make_array, populate_array
+
+    @intrinsic
+    def _register_tile(typingctx, rows, cols, like):
+        if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
+            raise TypingError("_register_tile: rows and cols must be compile-time constants")
+        n_rows, n_cols = rows.literal_value, cols.literal_value
+        tile_type = types.Array(like.dtype, 2, "C")
+
+        def codegen(context, builder, signature, args):
+            element = context.get_data_type(like.dtype)
+            itemsize = context.get_abi_sizeof(element)
+            intp = context.get_value_type(types.intp)
+            tile = make_array(tile_type)(context, builder)
+            populate_array(tile, data=cgutils.alloca_once(builder, element, size=n_rows * n_cols),
+                           shape=[intp(n_rows), intp(n_cols)],
+                           strides=[intp(n_cols * itemsize), intp(itemsize)],
+                           itemsize=intp(itemsize), meminfo=None)
+            return tile._getvalue()
+
+        return tile_type(rows, cols, like), codegen
+
+
+# ---------------------------------------------------------------- the blocked product
+# The three products of a layer are one kernel, out = a @ b, called with transposed views where
+# needed (a transposed view is free: it only swaps the strides):
+#     matmul(x, W)      x @ W       _gemm(x, W, out)
+#     matmul_tn(x, dy)  x.T @ dy    _gemm(x.T, dy, out)
+#     matmul_nt(dy, W)  dy @ W.T    _gemm(W, dy.T, out.T): builds out.T = W @ dy.T, so that the
+#                                   operand copied into column panels is dy (N x M), not W (K x M)
+# How _gemm works, for a (N, K) and b (K, M):
+#   1. Packing. a is copied into row tiles of _MR = 4 rows, stored k-major,
+#          apack[it, k, r] = a[4 it + r, k],
+#      and b into column panels of _NR = 32 columns, bpack[jt, k, j] = b[k, 32 jt + j]. Each tile
+#      and panel is then one contiguous block, read front to back whatever the strides of a and b
+#      were, and padded with zeros at the edges so that every tile is full.
+#   2. The micro-kernel. Output tile (it, jt), 4 x 32 numbers, lives in `acc`, which LLVM keeps
+#      in registers (8 AVX-512 registers in float32). For each k it reads 4 numbers of a and 32 of
+#      b and does 4 x 32 multiply-adds: acc[r, :] += apack[it, k, r] * bpack[jt, k, :]. The loop
+#      over the 32 columns becomes two 16-wide vector FMA instructions per row.
+#   3. The epilogue writes the tile to out, adding the bias and applying the activation on the
+#      way, so relu(x @ W + b) costs no pass over memory beyond the product's own.
+# Tiles are handed out to threads in one parallel loop, consecutive tiles sharing the operand that
+# is larger (it is then read from memory once, the smaller one is re-read from cache). Each output
+# element is one chain of FMAs over k = 0, 1, ..., K-1 whatever the tile, the order, the thread
+# count or the batch size, so no result depends on any of them.
+_MR = 4   # rows of a register tile: the a values broadcast per k
+_NR = 32  # columns of a register tile: two 16-float vector registers per row in float32
+
+# What the epilogue does to a finished tile v = (a @ b)[tile]:
+_PLAIN, _BIAS, _BIAS_RELU, _BIAS_ELU = 0, 1, 2, 3   # v | v + bias | relu(v + bias) | elu(v + bias)
+
+
+@_jit(product=True)
+def _pack_a_tile(a, it, apack):
+    """apack[it, k, r] = a[_MR * it + r, k]; rows past the end of a are zeros."""
+    n, kdim = a.shape
+    i0 = it * _MR
+    rows = min(_MR, n - i0)
+    if a.strides[1] <= a.strides[0] and rows == _MR:    # rows of a are contiguous
+        row0, row1, row2, row3 = a[i0], a[i0 + 1], a[i0 + 2], a[i0 + 3]
+        for k in range(kdim):
+            apack[it, k, 0] = row0[k]
+            apack[it, k, 1] = row1[k]
+            apack[it, k, 2] = row2[k]
+            apack[it, k, 3] = row3[k]
+        return
+    for k in range(kdim):                                # columns contiguous (a = x.T), or an edge
+        column = a[i0:i0 + rows, k]
+        for r in range(rows):
+            apack[it, k, r] = column[r]
+        for r in range(rows, _MR):
+            apack[it, k, r] = 0.0
+
+
+@_jit(product=True)
+def _pack_b_panel(b, jt, bpack):
+    """bpack[jt, k, j] = b[k, _NR * jt + j]; columns past the end of b are zeros."""
+    kdim, m = b.shape
+    j0 = jt * _NR
+    cols = min(_NR, m - j0)
+    if b.strides[1] <= b.strides[0]:                     # rows of b are contiguous
+        for k in range(kdim):
+            row = b[k, j0:j0 + cols]
+            for j in range(cols):
+                bpack[jt, k, j] = row[j]
+    else:                                                # columns contiguous (b = dy.T)
+        for j in range(cols):
+            column = b[:, j0 + j]
+            for k in range(kdim):
+                bpack[jt, k, j] = column[k]
+    for k in range(kdim):
+        for j in range(cols, _NR):
+            bpack[jt, k, j] = 0.0
+
+
+@_jit(parallel=True, product=True)
+def _gemm(a, b, out, bias, epilogue):
+    """out[...] = epilogue(a @ b): a (N, K), b (K, M), out (N, M), bias (M,) (empty if unused).
+
+    a, b and out may be transposed views; every thread owns whole output tiles.
+    """
     n, kdim = a.shape
     m = b.shape[1]
-    out = np.zeros((n, m), dtype=a.dtype)
-    for i in prange(n):
-        for k in range(kdim):
-            aik = a[i, k]
-            for j in range(m):               # out[i, :] += a[i, k] * b[k, :]
-                out[i, j] += aik * b[k, j]
-    return out
+    n_it = (n + _MR - 1) // _MR                          # row tiles
+    n_jt = (m + _NR - 1) // _NR                          # column panels
+    apack = np.empty((n_it, kdim, _MR), dtype=a.dtype)
+    bpack = np.empty((n_jt, kdim, _NR), dtype=a.dtype)
+    for it in prange(n_it):
+        _pack_a_tile(a, it, apack)
+    for jt in prange(n_jt):
+        _pack_b_panel(b, jt, bpack)
+
+    a_major = n_it * _MR >= n_jt * _NR                   # a is the larger operand: stream it once
+    for t in prange(n_it * n_jt):
+        if a_major:
+            it, jt = t // n_jt, t % n_jt
+        else:
+            it, jt = t % n_it, t // n_it
+        acc = _register_tile(_MR, _NR, a)
+        acc[:] = 0.0
+        for k in range(kdim):                            # the micro-kernel
+            a0, a1, a2, a3 = apack[it, k, 0], apack[it, k, 1], apack[it, k, 2], apack[it, k, 3]
+            for j in range(_NR):
+                bkj = bpack[jt, k, j]
+                acc[0, j] += a0 * bkj
+                acc[1, j] += a1 * bkj
+                acc[2, j] += a2 * bkj
+                acc[3, j] += a3 * bkj
+
+        i0, j0 = it * _MR, jt * _NR                      # the epilogue
+        rows, cols = min(_MR, n - i0), min(_NR, m - j0)
+        if out.strides[1] > out.strides[0]:              # a transposed out (only ever _PLAIN):
+            for j in range(cols):                        # write it down its contiguous columns
+                column = out[i0:i0 + rows, j0 + j]
+                for r in range(rows):
+                    column[r] = acc[r, j]
+        elif epilogue == _PLAIN:
+            for r in range(rows):
+                row = out[i0 + r, j0:j0 + cols]
+                for j in range(cols):
+                    row[j] = acc[r, j]
+        else:
+            b_row = bias[j0:j0 + cols]
+            for r in range(rows):
+                row = out[i0 + r, j0:j0 + cols]
+                for j in range(cols):
+                    v = acc[r, j] + b_row[j]
+                    if epilogue == _BIAS_RELU:
+                        row[j] = 0.0 if v < 0.0 else v   # `v < 0` is False for NaN: it passes
+                    elif epilogue == _BIAS_ELU:
+                        row[j] = v if v > 0.0 else math.expm1(v)
+                    else:
+                        row[j] = v
+
+
+def _operands(fn, a, b, names, axes, problem, expected):
+    """Check the two operands of a product: a.shape[axes[0]] must equal b.shape[axes[1]]."""
+    a, b = _checked(fn, names[0], a), _checked(fn, names[1], b)
+    if a.shape[axes[0]] != b.shape[axes[1]]:
+        raise ValueError(f"{fn}: {problem}: {names[0]} is {a.shape}, {names[1]} is {b.shape}; "
+                         f"expected {expected}")
+    _same_dtype(fn, names, a, b)
+    return a, b
+
+
+def _no_bias(a):
+    return np.empty(0, dtype=a.dtype)
 
 
 def matmul(a, b):
     """(N, K) @ (K, M) -> (N, M): the forward product x @ W."""
-    a, b = _checked("matmul", "a", a), _checked("matmul", "b", b)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"matmul: inner dimensions differ: a is {a.shape}, b is {b.shape}; "
-                         "expected a (N, K) and b (K, M)")
-    _same_dtype("matmul", ("a", "b"), a, b)
-    return _matmul(a, b)
-
-
-# ---------------------------------------------------------------- matmul_nt: dy @ W.T
-
-# out[i, k] = sum_j a[i, j] * b[k, j] reads both inputs along rows, so the inner loop would be a
-# dot product; without fastmath the compiler may not reorder that sum and runs it one element
-# at a time. Instead, each thread copies a slab of _NT_COLS columns of b, transposed, into a
-# small buffer of its own, and adds a[i, j] * (that row of the slab) into out[i, :], which is
-# contiguous and vectorises. Each out[i, k] is still summed in plain order j = 0, 1, ..., M-1.
-# The whole transpose of b is never built; _NT_ROWS output rows share each slab.
-_NT_ROWS = 16  # output rows per thread task
-_NT_COLS = 32  # columns of b per transposed slab: the buffer is (_NT_COLS, K)
-
-
-@_jit(parallel=True)
-def _matmul_nt(a, b):
-    """(N, M) @ (K, M).T -> (N, K); thread owns a block of _NT_ROWS output rows."""
-    n, m = a.shape
-    kdim = b.shape[0]
-    out = np.zeros((n, kdim), dtype=a.dtype)
-    n_blocks = (n + _NT_ROWS - 1) // _NT_ROWS
-    for block in prange(n_blocks):
-        i0 = block * _NT_ROWS
-        i1 = min(i0 + _NT_ROWS, n)
-        # Allocated inside the prange body, so no two threads share it (Numba allocates it once
-        # per thread and reuses it, which is safe: every row is written before it is read).
-        slab = np.empty((_NT_COLS, kdim), dtype=a.dtype)
-        for j0 in range(0, m, _NT_COLS):
-            j1 = min(j0 + _NT_COLS, m)
-            for k in range(kdim):            # slab[j - j0, :] = b[:, j]
-                for j in range(j0, j1):
-                    slab[j - j0, k] = b[k, j]
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    aij = a[i, j]
-                    for k in range(kdim):    # out[i, :] += a[i, j] * b[:, j]
-                        out[i, k] += aij * slab[j - j0, k]
+    a, b = _operands("matmul", a, b, ("a", "b"), (1, 0), "inner dimensions differ",
+                     "a (N, K) and b (K, M)")
+    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    _gemm(a, b, out, _no_bias(a), _PLAIN)
     return out
 
 
 def matmul_nt(a, b):
-    """(N, M) @ (K, M).T -> (N, K): the input gradient dy @ W.T, without transposing W."""
-    a, b = _checked("matmul_nt", "a", a), _checked("matmul_nt", "b", b)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"matmul_nt: column counts differ: a is {a.shape}, b is {b.shape}; "
-                         "expected a (N, M) and b (K, M)")
-    _same_dtype("matmul_nt", ("a", "b"), a, b)
-    return _matmul_nt(a, b)
-
-
-# ---------------------------------------------------------------- matmul_tn: x.T @ dy
-
-@_jit(parallel=True)
-def _matmul_tn(a, b):
-    """(N, K).T @ (N, M) -> (K, M); thread owns output row k and sums over the batch n inside.
-
-    Looping over n in prange instead would have every thread add into all of out: a data race.
-    """
-    n, kdim = a.shape
-    m = b.shape[1]
-    out = np.zeros((kdim, m), dtype=a.dtype)
-    for k in prange(kdim):
-        for r in range(n):
-            ark = a[r, k]
-            for j in range(m):               # out[k, :] += a[r, k] * b[r, :]
-                out[k, j] += ark * b[r, j]
+    """(N, M) @ (K, M).T -> (N, K): the input gradient dy @ W.T, without copying W."""
+    a, b = _operands("matmul_nt", a, b, ("a", "b"), (1, 1), "column counts differ",
+                     "a (N, M) and b (K, M)")
+    out = np.empty((a.shape[0], b.shape[0]), dtype=a.dtype)
+    _gemm(b, a.T, out.T, _no_bias(a), _PLAIN)            # out.T = W @ dy.T
     return out
 
 
 def matmul_tn(a, b):
-    """(N, K).T @ (N, M) -> (K, M): the weight gradient x.T @ dy, without transposing x."""
-    a, b = _checked("matmul_tn", "a", a), _checked("matmul_tn", "b", b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"matmul_tn: row counts differ: a is {a.shape}, b is {b.shape}; "
-                         "expected a (N, K) and b (N, M)")
-    _same_dtype("matmul_tn", ("a", "b"), a, b)
-    return _matmul_tn(a, b)
+    """(N, K).T @ (N, M) -> (K, M): the weight gradient x.T @ dy, without copying x."""
+    a, b = _operands("matmul_tn", a, b, ("a", "b"), (0, 0), "row counts differ",
+                     "a (N, K) and b (N, M)")
+    out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
+    _gemm(a.T, b, out, _no_bias(a), _PLAIN)
+    return out
+
+
+def _linear(fn, x, W, b, epilogue):
+    """The checked fused forward product epilogue(x @ W + b); b None means no bias."""
+    x, W = _operands(fn, x, W, ("x", "W"), (1, 0), "inner dimensions differ",
+                     "x (N, K) and W (K, M)")
+    if b is None:
+        b = np.zeros(W.shape[1], dtype=W.dtype)
+    b = _checked(fn, "b", b, ndim=1)
+    if b.shape[0] != W.shape[1]:
+        raise ValueError(f"{fn}: b has shape {b.shape}, W is {W.shape}; "
+                         f"expected b of shape ({W.shape[1]},), one value per column of W")
+    _same_dtype(fn, ("W", "b"), W, b)
+    out = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
+    _gemm(x, W, out, b, epilogue)
+    return out
+
+
+def linear(x, W, b=None):
+    """(N, K) @ (K, M) + (M,) -> (N, M): x @ W + b, the bias added as the product is stored."""
+    return _linear("linear", x, W, b, _BIAS)
+
+
+def linear_relu(x, W, b=None):
+    """(N, K), (K, M), (M,) -> (N, M): relu(x @ W + b) in one pass; b None means no bias."""
+    return _linear("linear_relu", x, W, b, _BIAS_RELU)
+
+
+def linear_elu(x, W, b=None):
+    """(N, K), (K, M), (M,) -> (N, M): elu(x @ W + b) in one pass; b None means no bias."""
+    return _linear("linear_elu", x, W, b, _BIAS_ELU)
 
 
 # ---------------------------------------------------------------- bias and its gradient
-# These and the ReLU kernels are serial: at layer sizes they take microseconds, and starting
-# the thread pool would cost about as much as it saves.
+# These are serial: at layer sizes they take microseconds, and starting the thread pool would
+# cost about as much as it saves.
 
 @_jit()
 def _add_bias(y, b):
@@ -195,7 +357,7 @@ def col_sum(dy):
     return _col_sum(_checked("col_sum", "dy", dy))
 
 
-# ---------------------------------------------------------------- ReLU and its gradient
+# ---------------------------------------------------------------- ReLU, ELU and their gradients
 
 @_jit()
 def _relu(x):
@@ -226,11 +388,146 @@ def _relu_backward(dout, x):
 
 
 def relu_backward(dout, x):
-    """(N, M), (N, M) -> (N, M): a new array, dout where the forward input x was > 0, else 0."""
+    """(N, M), (N, M) -> (N, M): a new array, dout where the forward input x was > 0, else 0.
+
+    x may also be the ReLU's output: relu(x) > 0 exactly where x > 0.
+    """
     dout = _checked("relu_backward", "dout", dout)
     x = _checked("relu_backward", "x", x)
-    if dout.shape != x.shape:
-        raise ValueError(f"relu_backward: shapes differ: dout is {dout.shape}, x is {x.shape}; "
-                         "expected the same shape")
+    _same_shape("relu_backward", ("dout", "x"), dout, x)
     _same_dtype("relu_backward", ("dout", "x"), dout, x)
     return _relu_backward(dout, x)
+
+
+@_jit()
+def _elu_backward(dout, out, one):
+    """(N, M), (N, M) -> (N, M), a new array: dout * (1 if out > 0 else out + 1)."""
+    n, m = out.shape
+    dx = np.empty((n, m), dtype=dout.dtype)
+    for i in range(n):
+        for j in range(m):
+            o = out[i, j]
+            dx[i, j] = dout[i, j] * (one if o > 0.0 else o + one)
+    return dx
+
+
+def elu_backward(dout, out):
+    """(N, M), (N, M) -> (N, M): dout * elu'(x), with elu'(x) = 1 if x > 0 else exp(x) = out + 1.
+
+    out is the ELU's output, so the backward pass needs no exp.
+    """
+    dout = _checked("elu_backward", "dout", dout)
+    out = _checked("elu_backward", "out", out)
+    _same_shape("elu_backward", ("dout", "out"), dout, out)
+    _same_dtype("elu_backward", ("dout", "out"), dout, out)
+    return _elu_backward(dout, out, dout.dtype.type(1))
+
+
+# ---------------------------------------------------------------- reconstruction losses
+# Each does in one pass over the (N, D) logits what the NumPy twin does in about eight: sigmoid,
+# the loss of every pixel, and the gradient. Threads own whole rows; a row's loss is summed in
+# float64, then the rows are added in order, so the loss does not depend on the thread count.
+
+@_jit(parallel=True)
+def _bce_with_logits(logits, x, one, n_float):
+    """(N, D), (N, D) -> loss (float64), dlogits (N, D) = (sigmoid(logits) - x) / N."""
+    n, d = logits.shape
+    dlogits = np.empty((n, d), dtype=logits.dtype)
+    row_loss = np.empty(n, dtype=np.float64)
+    for i in prange(n):
+        total = 0.0
+        for j in range(d):
+            a, t = logits[i, j], x[i, j]
+            e = math.exp(-abs(a))                        # in (0, 1]: never overflows
+            total += (a if a > 0.0 else 0.0) - a * t + math.log1p(e)
+            s = one / (one + e) if a >= 0.0 else e / (one + e)    # sigmoid(a)
+            dlogits[i, j] = (s - t) / n_float
+        row_loss[i] = total
+    loss = 0.0
+    for i in range(n):
+        loss += row_loss[i]
+    return loss / n_float, dlogits
+
+
+@_jit(parallel=True)
+def _sse_with_logits(logits, x, one, two, n_float):
+    """(N, D), (N, D) -> loss (float64), dlogits (N, D) = 2 (s - x) / N * s (1 - s), s = sigmoid."""
+    n, d = logits.shape
+    dlogits = np.empty((n, d), dtype=logits.dtype)
+    row_loss = np.empty(n, dtype=np.float64)
+    for i in prange(n):
+        total = 0.0
+        for j in range(d):
+            a, t = logits[i, j], x[i, j]
+            e = math.exp(-abs(a))
+            s = one / (one + e) if a >= 0.0 else e / (one + e)
+            diff = s - t
+            total += diff * diff
+            dlogits[i, j] = two * diff / n_float * s * (one - s)
+        row_loss[i] = total
+    loss = 0.0
+    for i in range(n):
+        loss += row_loss[i]
+    return loss / n_float, dlogits
+
+
+def _loss_inputs(fn, logits, x):
+    logits, x = _checked(fn, "logits", logits), _checked(fn, "x", x)
+    _same_shape(fn, ("logits", "x"), logits, x)
+    _same_dtype(fn, ("logits", "x"), logits, x)
+    return logits, x
+
+
+def bce_with_logits(logits, x):
+    """(N, D), (N, D) -> loss (float), dlogits (N, D): Bernoulli cross-entropy, mean over images."""
+    logits, x = _loss_inputs("bce_with_logits", logits, x)
+    dtype = logits.dtype.type
+    loss, dlogits = _bce_with_logits(logits, x, dtype(1), dtype(max(logits.shape[0], 1)))
+    return loss, dlogits
+
+
+def sse_with_logits(logits, x):
+    """(N, D), (N, D) -> loss (float), dlogits (N, D): sum of squared errors of sigmoid(logits)."""
+    logits, x = _loss_inputs("sse_with_logits", logits, x)
+    dtype = logits.dtype.type
+    loss, dlogits = _sse_with_logits(logits, x, dtype(1), dtype(2),
+                                     dtype(max(logits.shape[0], 1)))
+    return loss, dlogits
+
+
+# ---------------------------------------------------------------- Adam
+
+_ADAM_CHUNK = 4096  # elements per parallel task
+
+
+@_jit(parallel=True)
+def _adam_update(p, g, m, v, lr_c1, beta1, one_minus_beta1, beta2, one_minus_beta2, c2, eps):
+    """One Adam step on flat arrays, in place, each element read once and written once."""
+    size = p.shape[0]
+    for chunk in prange((size + _ADAM_CHUNK - 1) // _ADAM_CHUNK):
+        for i in range(chunk * _ADAM_CHUNK, min((chunk + 1) * _ADAM_CHUNK, size)):
+            gi = g[i]
+            mi = beta1 * m[i] + one_minus_beta1 * gi
+            vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            p[i] -= lr_c1 * mi / (math.sqrt(vi / c2) + eps)
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):
+    """Update p, m, v in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+    p -= (lr / c1) m / (sqrt(v / c2) + eps). Any shape; all four arrays alike and C-contiguous."""
+    arrays = {"p": p, "g": g, "m": m, "v": v}
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype not in _FLOATS:
+            raise ValueError(f"adam_update: {name} must be a float32 or float64 NumPy array")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"adam_update: {name} must be C-contiguous (it is updated in place)")
+        _same_shape("adam_update", ("p", name), p, a)
+        _same_dtype("adam_update", ("p", name), p, a)
+    for name in ("p", "m", "v"):
+        if not arrays[name].flags.writeable:
+            raise ValueError(f"adam_update: {name} is read-only; it is updated in place")
+    f = p.dtype.type   # the scalars in the arrays' precision, as NumPy rounds them
+    _adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), f(lr / c1),
+                 f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(c2), f(eps))

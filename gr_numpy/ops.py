@@ -100,3 +100,41 @@ def relu(x):
 def relu_backward(dout, x):
     """(N, M), (N, M) -> (N, M): a new array, dout where x > 0, else 0."""
     return _backend.relu_backward(dout, x)
+
+
+# ---------------------------------------------------------------- fused operations
+# One pass over memory where plain NumPy needs several; the NumPy twins show the maths.
+
+def linear(x, W, b=None):
+    """(N, K) @ (K, M) + (M,) -> (N, M): x @ W + b, the bias added as the product is written."""
+    return _backend.linear(x, W, b)
+
+
+def linear_relu(x, W, b=None):
+    """(N, K), (K, M), (M,) -> (N, M): relu(x @ W + b) (b None: no bias)."""
+    return _backend.linear_relu(x, W, b)
+
+
+def linear_elu(x, W, b=None):
+    """(N, K), (K, M), (M,) -> (N, M): elu(x @ W + b) (b None: no bias)."""
+    return _backend.linear_elu(x, W, b)
+
+
+def elu_backward(dout, out):
+    """(N, M), (N, M) -> (N, M): dout * elu'(a), from the ELU's output out (elu' = out + 1 below 0)."""
+    return _backend.elu_backward(dout, out)
+
+
+def bce_with_logits(logits, x):
+    """(N, D), (N, D) -> loss, dlogits (N, D): Bernoulli cross-entropy and its gradient."""
+    return _backend.bce_with_logits(logits, x)
+
+
+def sse_with_logits(logits, x):
+    """(N, D), (N, D) -> loss, dlogits (N, D): squared error of sigmoid(logits), and its gradient."""
+    return _backend.sse_with_logits(logits, x)
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):
+    """One Adam step for one parameter, in place on p, m and v."""
+    return _backend.adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2)

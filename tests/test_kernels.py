@@ -1,12 +1,17 @@
 """Each Numba kernel against its NumPy twin, plus the input checks and the backend switch.
 
 A product is compared with a tolerance relative to |a| @ |b|, the scale its rounding error
-grows with: float64 to 1e-12, float32 to 1e-5. Elementwise ops do one rounding (or none), so
-they must match the twin exactly. The small shapes run again with NUMBA_DISABLE_JIT=1, so the
-kernels' plain-Python bodies are tested too.
+grows with: float64 to 1e-12, float32 to 1e-5. The products use fused multiply-adds (the one
+fastmath flag they turn on, "contract"); `test_products_use_fused_multiply_add` pins that, and the
+tolerance above is what it may change. Elementwise ops do the same roundings as their twins, so
+they must match exactly (ReLU, ELU gradient, Adam); the losses call exp and log1p, whose last bit
+differs between NumPy and the C library, so they match to a few units in the last place. The small
+shapes run again with NUMBA_DISABLE_JIT=1, so the kernels' plain-Python bodies are tested too.
 """
 
 import os
+import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +123,107 @@ def test_product_is_bit_identical_across_calls_and_thread_counts(form):
     np.testing.assert_array_equal(one_thread, first)
 
 
+def test_product_rows_do_not_depend_on_the_batch():
+    # Each element is one chain of multiply-adds over k, whichever tile or batch it is in: a row
+    # of x @ W is bit-identical whether x has 1, 5 or all of its rows.
+    x, W, dy = layer_arrays((37, 45, 41), np.float32)
+    for form, (a, b) in [("matmul", (x, W)), ("matmul_nt", (dy, W))]:
+        full = getattr(kernels, form)(a, b)
+        for i, j in [(0, 1), (5, 10), (36, 37)]:
+            np.testing.assert_array_equal(getattr(kernels, form)(a[i:j], b), full[i:j])
+
+
+def _fma_example(dtype):
+    """A one-row product a @ b whose exact value is `tiny`, but 0 if a * b + c rounds twice.
+
+    With u = 2**-13 (float32) or 2**-27 (float64): (1 + u)**2 = 1 + 2u + u**2, which rounds to
+    1 + 2u, so -(1 + 2u) * 1 + (1 + u) * (1 + u) is 0 with a separate multiply and add and u**2
+    with a fused multiply-add (one rounding of the exact result).
+    """
+    u = 2.0 ** (-13 if dtype == np.float32 else -27)
+    a = np.array([[-(1 + 2 * u), 1 + u]], dtype=dtype)     # (1, 2)
+    b = np.array([[1.0], [1 + u]], dtype=dtype)            # (2, 1)
+    return a, b, u * u
+
+
+def test_fma_example_is_zero_without_fusion():
+    # Negative control for test_products_use_fused_multiply_add: rounding the product first loses
+    # the answer.
+    for dtype in DTYPES:
+        a, b, tiny = _fma_example(dtype)
+        product = a[0, 1] * b[1, 0]                        # a dtype scalar: rounded to dtype
+        assert a[0, 0] * b[0, 0] + product == 0 and tiny > 0
+
+
+def _host_has(feature):
+    """True when the kernels are compiled (JIT on) for an x86-64 CPU with this LLVM feature."""
+    from llvmlite import binding
+    return (JIT_ENABLED and platform.machine() in ("x86_64", "AMD64")
+            and f"+{feature}" in binding.get_host_cpu_features().flatten())
+
+
+# The next two tests are about the compiled code on x86-64; like the layer shapes above, they are
+# defined only where they apply (JIT on, a CPU with FMA / AVX-512), never skipped.
+if _host_has("fma"):
+    @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+    def test_products_use_fused_multiply_add(dtype):
+        # What fastmath={"contract"} changes: acc + a * b is one FMA, rounded once.
+        a, b, tiny = _fma_example(dtype)
+        assert kernels.matmul(a, b)[0, 0] == tiny
+        assert kernels.matmul_nt(a, np.ascontiguousarray(b.T))[0, 0] == tiny
+        assert kernels.matmul_tn(np.ascontiguousarray(a.T), b)[0, 0] == tiny
+        assert kernels.linear(a, b, np.zeros(1, dtype))[0, 0] == tiny
+
+if _host_has("avx512f"):
+    def test_micro_kernel_is_packed_fma_in_registers():
+        # The generated code: the micro-kernel's loop is 16-wide FMAs on zmm registers with no
+        # store in it, so the tile stays in registers. A fresh, uncached compile can be inspected.
+        gemm = numba.njit(parallel=True, fastmath={"contract"})(kernels._gemm.py_func)
+        x, W, _ = layer_arrays((9, 7, 40), np.float32)
+        gemm(x, W, np.empty((9, 40), np.float32), np.zeros(40, np.float32), kernels._BIAS_RELU)
+        asm = gemm.inspect_asm(gemm.signatures[0])
+        blocks = re.split(r"^(\.LBB\w+):", asm, flags=re.M)   # [prologue, label, body, ...]
+        loops = [body for label, body in zip(blocks[1::2], blocks[2::2])
+                 if re.search(rf"^\s+j\w+\s+{re.escape(label)}\s*$", body, flags=re.M)]
+        fma_loops = [body for body in loops if len(re.findall(r"vfmadd\w+ps\s+%zmm", body)) >= 8]
+        assert fma_loops, "no loop of packed zmm FMAs in the micro-kernel"
+        assert any(not re.search(r"vmov\w+\s+%zmm\d+, [^%\n]*\(", body) for body in fma_loops), \
+            "the FMA loop stores its accumulators every iteration: the tile is not in registers"
+
+
+# ---------------------------------------------------------------- fused forward passes
+
+FUSED = {"linear": "x @ W + b", "linear_relu": "relu(x @ W + b)", "linear_elu": "elu(x @ W + b)"}
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_linear_matches_numpy_twin(name, shape, dtype, bias):
+    x, W, _ = layer_arrays(shape, dtype)
+    b = layer_arrays(shape, dtype, seed=2)[1][0].copy() if bias else None   # (M,)
+    args = (x, W, b) if bias else (x, W)
+    got = inputs_unchanged(getattr(kernels, name), *args)
+    want = getattr(numpy_ops, name)(x, W, b)
+    # relu and elu have slopes <= 1, so the product's error bound carries over.
+    scale = np.abs(x).astype(np.float64) @ np.abs(W).astype(np.float64)
+    if bias:
+        scale = scale + np.abs(b)
+    assert_close(got, want, scale, RTOL[dtype])
+
+
+def test_fused_relu_and_elu_edge_values():
+    # An identity W makes the fused output the activation of x + b itself.
+    x = np.array([[-1.0, -0.0, 0.0, 2.0, np.nan, -np.inf, np.inf, -50.0]])
+    eye, b = np.eye(8), np.zeros(8)
+    with np.errstate(invalid="ignore"):      # inf * 0 inside the product is NaN; fine here
+        got_relu = kernels.linear_relu(x[:, :4], eye[:4, :4], b[:4])
+        got_elu = kernels.linear_elu(x[:, [0, 3, 7]], eye[:3, :3], b[:3])
+    np.testing.assert_array_equal(got_relu, [[0, 0, 0, 2]])
+    np.testing.assert_allclose(got_elu, [[np.expm1(-1.0), 2.0, -1.0]], rtol=1e-15)
+
+
 # ---------------------------------------------------------------- bias, ReLU
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
@@ -148,6 +254,103 @@ def test_relu_edge_values():
     np.testing.assert_array_equal(numpy_ops.relu_backward(dout, x), [[0, 0, 0, 4, 0, 0, np.inf]])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_elu_backward_matches_numpy_twin(shape, dtype):
+    _, _, dy = layer_arrays(shape, dtype)
+    out = numpy_ops.linear_elu(*layer_arrays(shape, dtype, seed=1)[:2])   # an ELU output (N, M)
+    # dout * (1 or out + 1): the same two roundings as the twin, so exactly equal.
+    np.testing.assert_array_equal(inputs_unchanged(kernels.elu_backward, dy, out),
+                                  numpy_ops.elu_backward(dy, out))
+
+
+# ---------------------------------------------------------------- reconstruction losses
+
+LOSS_SHAPES = [(1, 1), (3, 7), (17, 33), (128, 784)] if JIT_ENABLED else [(1, 1), (3, 7), (5, 9)]
+LOSS_RTOL = {np.float64: 1e-13, np.float32: 1e-6}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", LOSS_SHAPES, ids=["x".join(map(str, s)) for s in LOSS_SHAPES])
+@pytest.mark.parametrize("name", ["bce_with_logits", "sse_with_logits"])
+def test_loss_matches_numpy_twin(name, shape, dtype):
+    rng = np.random.default_rng(4)
+    logits = (rng.standard_normal(shape) * 4).astype(dtype)
+    x = rng.uniform(size=shape).astype(dtype)
+    inputs_unchanged(lambda *a: getattr(kernels, name)(*a)[1], logits, x)   # dlogits is new
+    loss, dlogits = getattr(kernels, name)(logits, x)
+    want_loss, want_dlogits = getattr(numpy_ops, name)(logits, x)
+    assert loss == pytest.approx(float(want_loss), rel=LOSS_RTOL[dtype])
+    # Each gradient entry is at most 2 / N in size; exp's last bit may differ from NumPy's.
+    assert_close(dlogits, want_dlogits, np.full(shape, 1.0 / shape[0]), LOSS_RTOL[dtype])
+
+
+@pytest.mark.parametrize("name", ["bce_with_logits", "sse_with_logits"])
+def test_loss_is_finite_for_saturated_logits(name):
+    logits = np.array([[-1000.0, -30.0, 0.0, 30.0, 1000.0]])
+    x = np.array([[0.0, 1.0, 0.5, 0.0, 1.0]])
+    loss, dlogits = getattr(kernels, name)(logits, x)
+    want_loss, want_dlogits = getattr(numpy_ops, name)(logits, x)
+    assert np.isfinite(loss) and np.isfinite(dlogits).all()
+    assert loss == pytest.approx(float(want_loss), rel=1e-13)
+    np.testing.assert_allclose(dlogits, want_dlogits, rtol=1e-13, atol=1e-300)
+
+
+def test_loss_does_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(6)
+    logits = rng.standard_normal((64, 300)).astype(np.float32)
+    x = rng.uniform(size=(64, 300)).astype(np.float32)
+    first = kernels.bce_with_logits(logits, x)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one_thread = kernels.bce_with_logits(logits, x)
+    finally:
+        numba.set_num_threads(threads)
+    assert one_thread[0] == first[0]
+    np.testing.assert_array_equal(one_thread[1], first[1])
+
+
+# ---------------------------------------------------------------- Adam
+
+ADAM_SHAPES = [(1,), (7,), (5, 3), (3 * 4096 + 5,)] if JIT_ENABLED else [(1,), (7,), (5, 3)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", ADAM_SHAPES, ids=["x".join(map(str, s)) for s in ADAM_SHAPES])
+def test_adam_update_matches_numpy_twin_exactly(shape, dtype):
+    rng = np.random.default_rng(5)
+    p, g = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    m = (0.1 * rng.standard_normal(shape)).astype(dtype)
+    v = (0.01 * rng.uniform(size=shape)).astype(dtype)
+    hyper = (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3)   # lr, b1, b2, eps, c1, c2
+    ours, twin = [a.copy() for a in (p, g, m, v)], [a.copy() for a in (p, g, m, v)]
+    assert kernels.adam_update(*ours, *hyper) is None                 # in place
+    numpy_ops.adam_update(*twin, *hyper)
+    # The same operations in the same order with the scalars in the arrays' precision: the same
+    # roundings, so the same bits. g is read only.
+    for name, got, want in zip("pgmv", ours, twin):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    np.testing.assert_array_equal(ours[1], g)
+    assert not np.array_equal(ours[0], p)                              # not vacuous
+
+
+def test_adam_update_refuses_arrays_it_cannot_update_in_place():
+    p = np.zeros((4, 6))
+    ok = np.zeros((4, 6))
+    hyper = (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001)
+    with pytest.raises(ValueError, match="adam_update: p must be C-contiguous"):
+        kernels.adam_update(p.T, ok.T.copy(), ok.T.copy(), ok.T.copy(), *hyper)
+    frozen = ok.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="adam_update: m is read-only"):
+        kernels.adam_update(p, ok, frozen, ok.copy(), *hyper)
+    with pytest.raises(ValueError, match="adam_update: shapes differ: p is \\(4, 6\\), g is \\(6,\\)"):
+        kernels.adam_update(p, np.zeros(6), ok.copy(), ok.copy(), *hyper)
+    with pytest.raises(ValueError, match="adam_update: dtypes differ: p is float64, v is float32"):
+        kernels.adam_update(p, ok, ok.copy(), ok.astype(np.float32), *hyper)
+
+
 # ---------------------------------------------------------------- bad input
 
 f32 = np.ones((3, 4), np.float32)
@@ -171,6 +374,14 @@ BAD_CALLS = [
     ("relu", (np.ones((2, 3, 4)),), r"relu: x must be 2-D"),
     ("relu_backward", (f32, f32.T), r"relu_backward: shapes differ: dout is \(3, 4\), x is \(4, 3\)"),
     ("relu_backward", (f32, f64), r"relu_backward: dtypes differ: dout is float32, x is float64"),
+    ("linear_relu", (f32, f32), r"linear_relu: inner dimensions differ: x is \(3, 4\), W is \(3, 4\)"),
+    ("linear_elu", (f32, f32.T, np.ones(4, np.float32)), r"linear_elu: b has shape \(4,\), W is \(4, 3\)"),
+    ("linear", (f32, f32.T, np.ones(3)), r"linear: dtypes differ: W is float32, b is float64"),
+    ("elu_backward", (f32, f32.T), r"elu_backward: shapes differ: dout is \(3, 4\), out is \(4, 3\)"),
+    ("bce_with_logits", (f32, f64), r"bce_with_logits: dtypes differ: logits is float32"),
+    ("sse_with_logits", (f32, f32[:2]), r"sse_with_logits: shapes differ"),
+    ("adam_update", (f32, f32, f32, f32.tolist(), 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.01),
+     r"adam_update: v must be a float32 or float64 NumPy array"),
 ]
 
 
