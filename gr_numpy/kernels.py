@@ -27,19 +27,29 @@ import numpy as np
 from numba import prange
 
 # The one place that sets Numba options. cache=True keeps compiled code on disk, so only the first
-# run pays for compiling. fastmath stays off for the elementwise kernels: IEEE arithmetic, one
-# rounding per operation, in the same order as their NumPy twins. The products turn on a single
-# fastmath flag, "contract": it lets LLVM fuse a * b + c into one fused multiply-add instruction
-# (FMA), rounded once instead of twice. That doubles the arithmetic per instruction and changes
-# results in the last bit; tests/test_kernels.py pins what it changes (agreement with NumPy within
-# a stated tolerance, and a product whose exact answer only a fused multiply-add gives).
-_NUMBA_OPTIONS = {"cache": True, "fastmath": False}
-_PRODUCT_OPTIONS = {"cache": True, "fastmath": {"contract"}}
+# run pays for compiling. error_model="numpy": a division by zero gives inf or NaN, as in NumPy,
+# instead of raising; it also lets LLVM vectorise loops that divide (a check that may raise is an
+# exit from the loop, and loops with exits stay scalar). fastmath stays off for the elementwise
+# kernels: IEEE arithmetic, one rounding per operation, in the same order as their NumPy twins.
+# The products turn on a single fastmath flag, "contract": it lets LLVM fuse a * b + c into one
+# fused multiply-add instruction (FMA), rounded once instead of twice. That doubles the arithmetic
+# per instruction and changes results in the last bit; tests/test_kernels.py pins what it changes
+# (agreement with NumPy within a stated tolerance, and a product whose exact answer only a fused
+# multiply-add gives).
+_NUMBA_OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": False}
+_PRODUCT_OPTIONS = {**_NUMBA_OPTIONS, "fastmath": {"contract"}}
 
 
-def _jit(parallel=False, product=False):
-    """Compile a private kernel with the project's Numba options; parallel turns on prange."""
-    return numba.njit(parallel=parallel, **(_PRODUCT_OPTIONS if product else _NUMBA_OPTIONS))
+def _jit(parallel=False, product=False, inline=False):
+    """Compile a private kernel with the project's Numba options; parallel turns on prange.
+
+    inline=True is for the small scalar helpers: Numba pastes their body into the caller, where
+    LLVM can vectorise it. (A parallel loop calls other functions through pointers otherwise.)
+    """
+    options = dict(_PRODUCT_OPTIONS if product else _NUMBA_OPTIONS)
+    if inline:
+        options["inline"] = "always"
+    return numba.njit(parallel=parallel, **options)
 
 
 # ---------------------------------------------------------------- checks shared by the wrappers
@@ -109,6 +119,113 @@ else:
             return tile._getvalue()
 
         return tile_type(rows, cols, like), codegen
+
+
+# ---------------------------------------------------------------- exp, expm1, log1p that vectorise
+# math.exp and friends are calls into the C library, one number at a time (2 to 10 ns each), and
+# a loop that calls them cannot be vectorised. These three are plain arithmetic that LLVM turns
+# into 8-wide vector code (about 1 ns a number). They work in float64 whatever the input, so a
+# float32 result is correctly rounded, and a float64 one is within 2 units in the last place of
+# NumPy's (tests/test_kernels.py checks both on a grid). Each covers only the range this file
+# needs: exp and expm1 of x <= 0 (sigmoid, ELU), log1p of 0 <= e <= 1 (the BCE loss).
+#   exp:   x = n ln2 + r with n an integer and |r| <= ln2 / 2 ("Cody-Waite": ln2 in two parts, so
+#          n * _LN2_HI is exact); exp(x) = 2**n (1 + expm1(r)), expm1(r) a Taylor polynomial.
+#   log1p: log(1 + e) = 2 atanh(s) = 2 (s + s**3/3 + s**5/5 + ...) with s = e / (2 + e); above
+#          sqrt(2) - 1, log(1 + e) = ln2 + log((1 + e) / 2) keeps |s| <= 0.172, so ten terms do.
+_LN2 = 0.6931471805599453
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_INV_LN2 = 1.4426950408889634
+_EXPM1_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))   # 1/13!, ..., 1/2!
+_ATANH_SERIES = tuple(1.0 / k for k in range(21, 1, -2))                 # 1/21, 1/19, ..., 1/3
+_SQRT2_MINUS_1 = 0.41421356237309503
+
+if numba.config.DISABLE_JIT:
+    def _pow2(n):
+        return math.ldexp(1.0, int(n))
+else:
+    from llvmlite import ir as llvm_ir
+
+    @intrinsic
+    def _pow2(typingctx, n):
+        """2.0 ** n for an integral float64 n in [-1022, 1023], built from its bits."""
+        def codegen(context, builder, signature, args):
+            i64 = llvm_ir.IntType(64)
+            exponent = builder.add(builder.fptosi(args[0], i64), i64(1023))
+            return builder.bitcast(builder.shl(exponent, i64(52)), llvm_ir.DoubleType())
+        return types.float64(types.float64), codegen
+
+
+@_jit(inline=True)
+def _exp_parts(x):
+    """x <= 0 -> (2**n, expm1(r)) with x = n ln2 + r, |r| <= ln2 / 2. NaN gives (1, NaN)."""
+    x = float(x)                                         # float64, with or without JIT
+    x = -708.0 if x < -708.0 else (0.0 if x > 0.0 else x)   # 2**n stays a normal number
+    n = math.floor(x * _INV_LN2 + 0.5) if x == x else 0.0
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    q = 0.0
+    for c in _EXPM1_TAYLOR:
+        q = q * r + c                                    # 1/2! + r/3! + ... + r**11/13!
+    return _pow2(n), r + r * r * q
+
+
+@_jit(inline=True)
+def _exp(x):
+    """exp(x) for x <= 0, in float64; below -708 it is 0."""
+    scale, p = _exp_parts(x)
+    return 0.0 if x < -708.0 else scale + scale * p    # `x < -708` is False for NaN: it passes
+
+
+@_jit(inline=True)
+def _expm1(x):
+    """exp(x) - 1 for x <= 0, in float64, accurate near 0."""
+    scale, p = _exp_parts(x)
+    return (scale - 1.0) + scale * p
+
+
+@_jit(inline=True)
+def _log1p(e):
+    """log(1 + e) for 0 <= e <= 1, in float64, accurate near 0."""
+    e = float(e)
+    big = e > _SQRT2_MINUS_1
+    s = (e - 1.0 if big else e) / (e + 3.0 if big else e + 2.0)
+    s2 = s * s
+    q = 0.0
+    for c in _ATANH_SERIES:
+        q = q * s2 + c                                   # 1/3 + s2/5 + ... + s2**9/21
+    return (_LN2 if big else 0.0) + (2.0 * s + 2.0 * s * s2 * q)
+
+
+def exp_nonpositive(x):
+    """exp(x) for an array of x <= 0, with the kernels' own vectorised exp (for the tests)."""
+    return _map(0, _checked_1d("exp_nonpositive", x))
+
+
+def expm1_nonpositive(x):
+    """exp(x) - 1 for an array of x <= 0, with the kernels' own expm1 (for the tests)."""
+    return _map(1, _checked_1d("expm1_nonpositive", x))
+
+
+def log1p_unit(e):
+    """log(1 + e) for an array of 0 <= e <= 1, with the kernels' own log1p (for the tests)."""
+    return _map(2, _checked_1d("log1p_unit", e))
+
+
+def _checked_1d(fn, x):
+    return _checked(fn, "x", x, ndim=1)
+
+
+@_jit()
+def _map(which, x):
+    """out[i] = (_exp, _expm1, _log1p)[which](x[i])."""
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        if which == 0:
+            out[i] = _exp(x[i])
+        elif which == 1:
+            out[i] = _expm1(x[i])
+        else:
+            out[i] = _log1p(x[i])
+    return out
 
 
 # ---------------------------------------------------------------- the blocked product
@@ -239,7 +356,7 @@ def _gemm(a, b, out, bias, epilogue):
                     if epilogue == _BIAS_RELU:
                         row[j] = 0.0 if v < 0.0 else v   # `v < 0` is False for NaN: it passes
                     elif epilogue == _BIAS_ELU:
-                        row[j] = v if v > 0.0 else math.expm1(v)
+                        row[j] = v if v > 0.0 else _expm1(v)
                     else:
                         row[j] = v
 
@@ -318,7 +435,7 @@ def linear_elu(x, W, b=None):
 
 # ---------------------------------------------------------------- bias and its gradient
 # These are serial: at layer sizes they take microseconds, and starting the thread pool would
-# cost about as much as it saves.
+# cost about as much as it saves. (The model adds its biases in the product's epilogue.)
 
 @_jit()
 def _add_bias(y, b):
@@ -376,12 +493,17 @@ def relu(x):
     return _relu(_checked("relu", "x", x))
 
 
-@_jit()
+# The two gradients below run on every hidden layer of the backward pass, on arrays as large as
+# (N, 2048): they are parallel over rows (a thread owns whole rows). Inside a parallel loop the
+# kernels index arrays directly (dx[i, j]) rather than through row views (dx[i][j]): with no views
+# Numba can tell LLVM that the arrays do not overlap, and the loop vectorises better.
+
+@_jit(parallel=True)
 def _relu_backward(dout, x):
     """(N, M), (N, M) -> (N, M), a new array; dout is read, never written."""
     n, m = x.shape
     dx = np.empty((n, m), dtype=dout.dtype)
-    for i in range(n):
+    for i in prange(n):
         for j in range(m):
             dx[i, j] = dout[i, j] if x[i, j] > 0.0 else 0.0
     return dx
@@ -399,12 +521,12 @@ def relu_backward(dout, x):
     return _relu_backward(dout, x)
 
 
-@_jit()
+@_jit(parallel=True)
 def _elu_backward(dout, out, one):
     """(N, M), (N, M) -> (N, M), a new array: dout * (1 if out > 0 else out + 1)."""
     n, m = out.shape
     dx = np.empty((n, m), dtype=dout.dtype)
-    for i in range(n):
+    for i in prange(n):
         for j in range(m):
             o = out[i, j]
             dx[i, j] = dout[i, j] * (one if o > 0.0 else o + one)
@@ -425,50 +547,101 @@ def elu_backward(dout, out):
 
 # ---------------------------------------------------------------- reconstruction losses
 # Each does in one pass over the (N, D) logits what the NumPy twin does in about eight: sigmoid,
-# the loss of every pixel, and the gradient. Threads own whole rows; a row's loss is summed in
-# float64, then the rows are added in order, so the loss does not depend on the thread count.
+# the loss of every pixel and its gradient, in float64 (with the vectorised exp and log1p above),
+# the gradient rounded once to the logits' dtype. Threads own whole rows. A row's loss is summed
+# in 16 running sums ("lanes": lane l adds the pixels j = l, l + 16, l + 32, ... in order), which
+# the CPU keeps in vector registers, then the lanes and the rows are added in order: a fixed
+# order, so the loss does not depend on the thread count. (One running sum would be a chain of
+# dependent additions, which cannot be vectorised without letting the compiler reorder it.)
+_LANES = 16
+
+
+@_jit(inline=True)
+def _sigmoid_and_e(a):
+    """sigmoid(a) = 1 / (1 + e^-a) without overflow, and e = e^-|a| in (0, 1]."""
+    e = _exp(-abs(a))
+    inverse = 1.0 / (1.0 + e)
+    return (inverse if a >= 0.0 else e * inverse), e
+
+
+@_jit(inline=True)
+def _bce_pixel(a, t, inv_n):
+    """One pixel's BCE loss max(a, 0) - a t + log(1 + e^-|a|) and its gradient (s - t) / N."""
+    s, e = _sigmoid_and_e(a)
+    return (a if a > 0.0 else 0.0) - a * t + _log1p(e), (s - t) * inv_n
+
+
+@_jit(inline=True)
+def _sse_pixel(a, t, inv_n):
+    """One pixel's squared error (s - t)^2 and its gradient 2 (s - t) / N * s (1 - s)."""
+    s, _ = _sigmoid_and_e(a)
+    diff = s - t
+    return diff * diff, 2.0 * diff * inv_n * s * (1.0 - s)
+
 
 @_jit(parallel=True)
-def _bce_with_logits(logits, x, one, n_float):
-    """(N, D), (N, D) -> loss (float64), dlogits (N, D) = (sigmoid(logits) - x) / N."""
+def _bce_with_logits(logits, x):
+    """(N, D), (N, D) -> loss (float64), dlogits (N, D): mean BCE and its gradient."""
     n, d = logits.shape
     dlogits = np.empty((n, d), dtype=logits.dtype)
     row_loss = np.empty(n, dtype=np.float64)
+    inv_n = 1.0 / max(n, 1)                              # the batch mean
     for i in prange(n):
-        total = 0.0
-        for j in range(d):
-            a, t = logits[i, j], x[i, j]
-            e = math.exp(-abs(a))                        # in (0, 1]: never overflows
-            total += (a if a > 0.0 else 0.0) - a * t + math.log1p(e)
-            s = one / (one + e) if a >= 0.0 else e / (one + e)    # sigmoid(a)
-            dlogits[i, j] = (s - t) / n_float
-        row_loss[i] = total
-    loss = 0.0
-    for i in range(n):
-        loss += row_loss[i]
-    return loss / n_float, dlogits
+        full = d - d % _LANES                            # pixels in whole blocks of 16 (computed
+        lanes = _register_tile(1, _LANES, row_loss)      # here, LLVM vectorises the loop better)
+        lanes[:] = 0.0
+        for j0 in range(0, full, _LANES):
+            for lane in range(_LANES):
+                loss, grad = _bce_pixel(logits[i, j0 + lane], x[i, j0 + lane], inv_n)
+                lanes[0, lane] += loss
+                dlogits[i, j0 + lane] = grad
+        for j in range(full, d):
+            loss, grad = _bce_pixel(logits[i, j], x[i, j], inv_n)
+            lanes[0, j - full] += loss
+            dlogits[i, j] = grad
+        row_loss[i] = _sum_lanes(lanes)
+    return _sum_rows(row_loss), dlogits
 
 
 @_jit(parallel=True)
-def _sse_with_logits(logits, x, one, two, n_float):
-    """(N, D), (N, D) -> loss (float64), dlogits (N, D) = 2 (s - x) / N * s (1 - s), s = sigmoid."""
+def _sse_with_logits(logits, x):
+    """(N, D), (N, D) -> loss (float64), dlogits (N, D): mean squared error and its gradient."""
     n, d = logits.shape
     dlogits = np.empty((n, d), dtype=logits.dtype)
     row_loss = np.empty(n, dtype=np.float64)
+    inv_n = 1.0 / max(n, 1)
     for i in prange(n):
-        total = 0.0
-        for j in range(d):
-            a, t = logits[i, j], x[i, j]
-            e = math.exp(-abs(a))
-            s = one / (one + e) if a >= 0.0 else e / (one + e)
-            diff = s - t
-            total += diff * diff
-            dlogits[i, j] = two * diff / n_float * s * (one - s)
-        row_loss[i] = total
-    loss = 0.0
-    for i in range(n):
-        loss += row_loss[i]
-    return loss / n_float, dlogits
+        full = d - d % _LANES
+        lanes = _register_tile(1, _LANES, row_loss)
+        lanes[:] = 0.0
+        for j0 in range(0, full, _LANES):
+            for lane in range(_LANES):
+                loss, grad = _sse_pixel(logits[i, j0 + lane], x[i, j0 + lane], inv_n)
+                lanes[0, lane] += loss
+                dlogits[i, j0 + lane] = grad
+        for j in range(full, d):
+            loss, grad = _sse_pixel(logits[i, j], x[i, j], inv_n)
+            lanes[0, j - full] += loss
+            dlogits[i, j] = grad
+        row_loss[i] = _sum_lanes(lanes)
+    return _sum_rows(row_loss), dlogits
+
+
+@_jit(inline=True)
+def _sum_lanes(lanes):
+    total = 0.0
+    for lane in range(_LANES):
+        total += lanes[0, lane]
+    return total
+
+
+@_jit()
+def _sum_rows(row_loss):
+    """The mean over images: rows added in order, divided by N."""
+    total = 0.0
+    for i in range(row_loss.shape[0]):
+        total += row_loss[i]
+    return total / max(row_loss.shape[0], 1)
 
 
 def _loss_inputs(fn, logits, x):
@@ -480,19 +653,12 @@ def _loss_inputs(fn, logits, x):
 
 def bce_with_logits(logits, x):
     """(N, D), (N, D) -> loss (float), dlogits (N, D): Bernoulli cross-entropy, mean over images."""
-    logits, x = _loss_inputs("bce_with_logits", logits, x)
-    dtype = logits.dtype.type
-    loss, dlogits = _bce_with_logits(logits, x, dtype(1), dtype(max(logits.shape[0], 1)))
-    return loss, dlogits
+    return _bce_with_logits(*_loss_inputs("bce_with_logits", logits, x))
 
 
 def sse_with_logits(logits, x):
     """(N, D), (N, D) -> loss (float), dlogits (N, D): sum of squared errors of sigmoid(logits)."""
-    logits, x = _loss_inputs("sse_with_logits", logits, x)
-    dtype = logits.dtype.type
-    loss, dlogits = _sse_with_logits(logits, x, dtype(1), dtype(2),
-                                     dtype(max(logits.shape[0], 1)))
-    return loss, dlogits
+    return _sse_with_logits(*_loss_inputs("sse_with_logits", logits, x))
 
 
 # ---------------------------------------------------------------- Adam
@@ -505,13 +671,19 @@ def _adam_update(p, g, m, v, lr_c1, beta1, one_minus_beta1, beta2, one_minus_bet
     """One Adam step on flat arrays, in place, each element read once and written once."""
     size = p.shape[0]
     for chunk in prange((size + _ADAM_CHUNK - 1) // _ADAM_CHUNK):
-        for i in range(chunk * _ADAM_CHUNK, min((chunk + 1) * _ADAM_CHUNK, size)):
-            gi = g[i]
-            mi = beta1 * m[i] + one_minus_beta1 * gi
-            vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
-            m[i] = mi
-            v[i] = vi
-            p[i] -= lr_c1 * mi / (math.sqrt(vi / c2) + eps)
+        lo = chunk * _ADAM_CHUNK
+        hi = min(lo + _ADAM_CHUNK, size)
+        # Views of the chunk, indexed from 0: Numba can then see that no index is negative and
+        # drops its wrap-around check, which is what lets LLVM vectorise the loop (8x faster than
+        # indexing p[lo + i] directly).
+        pc, gc, mc, vc = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+        for i in range(hi - lo):
+            gi = gc[i]
+            mi = beta1 * mc[i] + one_minus_beta1 * gi
+            vi = beta2 * vc[i] + one_minus_beta2 * (gi * gi)
+            mc[i] = mi
+            vc[i] = vi
+            pc[i] -= lr_c1 * mi / (math.sqrt(vi / c2) + eps)
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):

@@ -264,6 +264,42 @@ def test_elu_backward_matches_numpy_twin(shape, dtype):
                                   numpy_ops.elu_backward(dy, out))
 
 
+# ---------------------------------------------------------------- exp, expm1, log1p
+
+def ulps(got, want):
+    """Largest |got - want| in units in the last place of got's dtype, at want."""
+    want = np.asarray(want, dtype=np.float64)
+    unit = np.spacing(np.abs(want).astype(got.dtype)).astype(np.float64)
+    return float(np.max(np.abs(got.astype(np.float64) - want) / unit, initial=0.0))
+
+
+NONPOSITIVE = np.concatenate([-np.logspace(-12, np.log10(708), 3001), [0.0, -0.0, -708.0]])
+UNIT = np.concatenate([np.logspace(-300, 0, 3001), [0.0, np.sqrt(2) - 1, np.nextafter(np.sqrt(2) - 1, 1)]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name, numpy_fn, grid", [("exp_nonpositive", np.exp, NONPOSITIVE),
+                                                   ("expm1_nonpositive", np.expm1, NONPOSITIVE),
+                                                   ("log1p_unit", np.log1p, UNIT)])
+def test_vectorised_math_matches_numpy(name, numpy_fn, grid, dtype):
+    # The kernels' own exp, expm1 and log1p (plain arithmetic, so loops that use them vectorise):
+    # within 2 units in the last place of NumPy's in float64, and correctly rounded in float32
+    # (they compute in float64). Grids cover the ranges the kernels use, log-spaced.
+    x = grid.astype(dtype)
+    x = x[(x != 0) | (grid == 0)]                      # float32 flushes the tiny ones to 0
+    got = inputs_unchanged(getattr(kernels, name), x)
+    assert got.dtype == dtype
+    assert ulps(got, numpy_fn(x.astype(np.float64))) <= (2.0 if dtype == np.float64 else 0.5)
+
+
+def test_vectorised_math_edge_values():
+    x = np.array([np.nan, -np.inf, -1000.0, -0.0])
+    np.testing.assert_array_equal(kernels.exp_nonpositive(x), [np.nan, 0, 0, 1])
+    np.testing.assert_array_equal(kernels.expm1_nonpositive(x), [np.nan, -1, -1, 0])
+    np.testing.assert_array_equal(kernels.log1p_unit(np.array([np.nan, 0.0, 1.0])),
+                                  [np.nan, 0, np.log(2)])
+
+
 # ---------------------------------------------------------------- reconstruction losses
 
 LOSS_SHAPES = [(1, 1), (3, 7), (17, 33), (128, 784)] if JIT_ENABLED else [(1, 1), (3, 7), (5, 9)]
