@@ -1,9 +1,9 @@
-"""Layers as forward/backward pairs: Linear, ReLU, ELU, Sigmoid.
+"""Layers as forward/backward pairs: Linear, ReLU, ELU, Sigmoid, and Linear + activation.
 
 Each `*_forward` returns `(out, cache)`; the matching `*_backward(dout, cache)` returns the
 gradient with respect to each input, as new arrays (the incoming `dout` is never modified).
-The heavy lifting (matmul, bias, ReLU) goes through `ops`, so the same code runs on the Numba
-kernels or on plain NumPy. This file holds no parameters and no state: the model owns those.
+The heavy lifting (matmul, bias, activations) goes through `ops`, so the same code runs on the
+Numba kernels or on plain NumPy. This file holds no parameters and no state: the model owns those.
 
 Shapes: N batch rows, D_in / D_out layer widths. Convention: W is (D_in, D_out), y = x @ W + b,
 so dx = dy @ W.T, dW = x.T @ dy, db = dy.sum(0).
@@ -17,18 +17,16 @@ from . import ops
 # ---------------------------------------------------------------------------- Linear
 def linear_forward(x, W, b=None):
     """y = x @ W + b.   x (N, D_in), W (D_in, D_out), b (D_out,) or None -> y (N, D_out)."""
-    y = ops.matmul(x, W)
-    if b is not None:
-        y = ops.add_bias(y, b)
-    return y, (x, W, b is not None)
+    y = ops.linear(x, W, b)         # the bias is added as the product is written
+    return y, (x, W, b)
 
 
 def linear_backward(dy, cache):
     """dy (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,) or None."""
-    x, W, has_bias = cache
+    x, W, b = cache
     dx = ops.matmul_nt(dy, W)       # dy @ W.T    (N, D_in)
     dW = ops.matmul_tn(x, dy)       # x.T @ dy    (D_in, D_out)
-    db = ops.col_sum(dy) if has_bias else None
+    db = ops.col_sum(dy) if b is not None else None
     return dx, dW, db
 
 
@@ -57,7 +55,7 @@ def elu_forward(x):
 def elu_backward(dout, cache):
     """d elu/dx = 1 if x > 0 else exp(x) = out + 1.   dout (N, D) -> dx (N, D)."""
     out = cache
-    return dout * np.where(out > 0, 1, out + 1)
+    return ops.elu_backward(dout, out)
 
 
 # ---------------------------------------------------------------------------- Sigmoid
@@ -78,4 +76,42 @@ def sigmoid_backward(dout, cache):
 ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "elu": (elu_forward, elu_backward),
+}
+
+
+# ---------------------------------------------------------------------------- Linear + activation
+# A hidden layer is h = act(x @ W + b). Its forward pass is one kernel (ops.linear_relu,
+# ops.linear_elu): the activation is applied as the product is written, so the pre-activation
+# x @ W + b never goes to memory. Its backward pass is the two pairs above, in reverse: the
+# activation's backward (from its output h, which is all it needs), then the linear's.
+def linear_relu_forward(x, W, b=None):
+    """h = relu(x @ W + b).   x (N, D_in), W (D_in, D_out), b (D_out,) or None -> h (N, D_out)."""
+    h = ops.linear_relu(x, W, b)
+    return h, ((x, W, b), h)
+
+
+def linear_relu_backward(dh, cache):
+    """dh (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,) or None."""
+    linear_cache, h = cache
+    da = relu_backward(dh, h)       # relu'(a) = 1[a > 0] = 1[h > 0]     (N, D_out)
+    return linear_backward(da, linear_cache)
+
+
+def linear_elu_forward(x, W, b=None):
+    """h = elu(x @ W + b).   x (N, D_in), W (D_in, D_out), b (D_out,) or None -> h (N, D_out)."""
+    h = ops.linear_elu(x, W, b)
+    return h, ((x, W, b), h)
+
+
+def linear_elu_backward(dh, cache):
+    """dh (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,) or None."""
+    linear_cache, h = cache
+    da = elu_backward(dh, h)        # elu'(a) = 1 if a > 0 else h + 1     (N, D_out)
+    return linear_backward(da, linear_cache)
+
+
+# Hidden layers by activation name: (forward, backward) of the fused pair.
+LINEAR_ACTIVATIONS = {
+    "relu": (linear_relu_forward, linear_relu_backward),
+    "elu": (linear_elu_forward, linear_elu_backward),
 }

@@ -8,38 +8,35 @@ checked by finite differences. Shapes: N batch, D pixels (784), K latent dims.
 
 import numpy as np
 
-from .layers import sigmoid_backward, sigmoid_forward
+from . import ops
 
 
 # ------------------------------------------------------------------ reconstruction
+# Both losses start from the decoder's logits a and the image x, per pixel, with s = sigmoid(a).
+# ops computes the loss and its gradient together in one pass over the (N, D) logits; the NumPy
+# twins in numpy_ops.py are these lines written out.
 def bce_with_logits(logits, x):
     """Bernoulli cross-entropy between pixels x in [0, 1] and sigmoid(logits), summed over pixels.
 
     logits (N, D), x (N, D) -> loss (scalar, mean over images), dlogits (N, D).
     Working on logits rather than on sigmoid outputs keeps it finite where sigmoid saturates, and
-    its gradient is the famously simple sigmoid(logits) - x.
+    its gradient is the famously simple sigmoid(logits) - x:
+
+        loss     = -[x log s + (1 - x) log(1 - s)] = max(a, 0) - a x + log(1 + e^-|a|)
+        dloss/da = s - x                                   (each divided by N, the batch mean)
     """
-    N = logits.shape[0]
-    # -[x log s + (1 - x) log(1 - s)] with s = sigmoid(a) equals max(a, 0) - a x + log(1 + e^-|a|)
-    per_pixel = np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))
-    loss = per_pixel.sum() / N
-    xhat, _ = sigmoid_forward(logits)
-    dlogits = (xhat - x) / N                                          # (N, D)
-    return loss, dlogits
+    return ops.bce_with_logits(logits, x)
 
 
 def sse_with_logits(logits, x):
     """Sum of squared errors between x and sigmoid(logits) (the reference recipe's loss).
 
-    logits (N, D), x (N, D) -> loss (scalar, mean over images), dlogits (N, D).
+    logits (N, D), x (N, D) -> loss (scalar, mean over images), dlogits (N, D):
+
+        loss     = (s - x)^2
+        dloss/da = 2 (s - x) * s (1 - s)                   (each divided by N, the batch mean)
     """
-    N = logits.shape[0]
-    xhat, sig_cache = sigmoid_forward(logits)
-    diff = xhat - x
-    loss = (diff * diff).sum() / N
-    dxhat = 2 * diff / N                                              # (N, D)
-    dlogits = sigmoid_backward(dxhat, sig_cache)
-    return loss, dlogits
+    return ops.sse_with_logits(logits, x)
 
 
 RECONSTRUCTION_LOSSES = {"bce": bce_with_logits, "sse": sse_with_logits}

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .layers import ACTIVATIONS, linear_backward, linear_forward, relu_backward, relu_forward
-from .layers import sigmoid_forward
+from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, linear_backward, linear_forward
+from .layers import relu_backward, relu_forward, sigmoid_forward
 from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
 from .routing import route_mask
@@ -123,13 +123,12 @@ class VAE:
     def encoder_forward(self, x, eps, cache):
         """x (N, D), eps (N, K) -> mu, logvar, z (N, K) each; records what backward needs in cache."""
         cfg, p = self.config, self.params
-        act_forward, _ = ACTIVATIONS[cfg.enc_act]
+        hidden_forward, _ = LINEAR_ACTIVATIONS[cfg.enc_act]
         cache["enc"] = []
         h = x
         for i in range(len(cfg.enc_hidden)):
-            a, lin = linear_forward(h, p[f"enc{i}.W"], p[f"enc{i}.b"])
-            h, act = act_forward(a)
-            cache["enc"].append((lin, act))
+            h, layer = hidden_forward(h, p[f"enc{i}.W"], p[f"enc{i}.b"])   # act(h @ W + b)
+            cache["enc"].append(layer)
         mu, cache["mu"] = linear_forward(h, p["mu.W"], p["mu.b"])
         logvar, cache["logvar"] = linear_forward(h, p["logvar.W"], p["logvar.b"])
         z, cache["reparam"] = reparameterize_forward(mu, logvar, eps)
@@ -140,13 +139,12 @@ class VAE:
     def decoder_forward(self, z, cache):
         """z (N, K) -> logits (N, D) of the pixels; records what backward needs in cache."""
         cfg, p = self.config, self.params
-        act_forward, _ = ACTIVATIONS[cfg.dec_act]
+        hidden_forward, _ = LINEAR_ACTIVATIONS[cfg.dec_act]
         cache["dec"] = []
         h = z
         for i in range(len(cfg.dec_hidden)):
-            a, lin = linear_forward(h, p[f"dec{i}.W"], p.get(f"dec{i}.b"))  # no bias by default
-            h, act = act_forward(a)
-            cache["dec"].append((lin, act))
+            h, layer = hidden_forward(h, p[f"dec{i}.W"], p.get(f"dec{i}.b"))  # no bias by default
+            cache["dec"].append(layer)
         logits, cache["out"] = linear_forward(h, p["out.W"], p["out.b"])
         return logits
 
@@ -161,12 +159,10 @@ class VAE:
     def decoder_backward(self, cache, grads):
         """From dL/dlogits back to dL/dz (N, K); fills the decoder's entries of grads."""
         cfg = self.config
-        _, act_backward = ACTIVATIONS[cfg.dec_act]
+        _, hidden_backward = LINEAR_ACTIVATIONS[cfg.dec_act]
         dh, grads["out.W"], grads["out.b"] = linear_backward(cache["dlogits"], cache["out"])
         for i in reversed(range(len(cfg.dec_hidden))):
-            lin, act = cache["dec"][i]
-            da = act_backward(dh, act)
-            dh, grads[f"dec{i}.W"], db = linear_backward(da, lin)
+            dh, grads[f"dec{i}.W"], db = hidden_backward(dh, cache["dec"][i])
             if db is not None:
                 grads[f"dec{i}.b"] = db
         return dh
@@ -195,11 +191,9 @@ class VAE:
         dh_logvar, grads["logvar.W"], grads["logvar.b"] = linear_backward(dlogvar, cache["logvar"])
         dh = dh_mu + dh_logvar                                        # both heads read h
 
-        _, act_backward = ACTIVATIONS[cfg.enc_act]
+        _, hidden_backward = LINEAR_ACTIVATIONS[cfg.enc_act]
         for i in reversed(range(len(cfg.enc_hidden))):
-            lin, act = cache["enc"][i]
-            da = act_backward(dh, act)
-            dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = linear_backward(da, lin)
+            dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = hidden_backward(dh, cache["enc"][i])
         return grads
 
     def loss_and_grads(self, x, labels=None, eps=None):

@@ -45,6 +45,32 @@ def test_linear_backward(rng, bias):
         assert db is None
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("act", ["relu", "elu"])
+def test_linear_activation_backward(rng, act, bias):
+    """The fused hidden layer h = act(x @ W + b): its forward maths and every gradient."""
+    forward, backward = layers.LINEAR_ACTIVATIONS[act]
+    x, W = rng.normal(size=(3, 5)), rng.normal(size=(5, 7))
+    b = rng.normal(size=7) if bias else None
+    x = x + 0.3 * np.sign(x)                     # keep x @ W + b off the ReLU kink (checked below)
+    a = x @ W + (b if bias else 0)
+    assert np.abs(a).min() > 0.05, "pre-activation on the kink; change the seed"
+    dh = rng.normal(size=(3, 7))
+    dh_before = dh.copy()
+    h, cache = forward(x, W, b)
+    act_forward = layers.ACTIVATIONS[act][0]
+    np.testing.assert_allclose(h, act_forward(a)[0], rtol=1e-12, atol=1e-15)
+    dx, dW, db = backward(dh, cache)
+    np.testing.assert_array_equal(dh, dh_before)       # the incoming gradient is not modified
+    f = lambda: forward(x, W, b)[0]
+    check_gradient(dx, numerical_gradient_array(f, x, dh), TOL, f"linear_{act} dx")
+    check_gradient(dW, numerical_gradient_array(f, W, dh), TOL, f"linear_{act} dW")
+    if bias:
+        check_gradient(db, numerical_gradient_array(f, b, dh), TOL, f"linear_{act} db")
+    else:
+        assert db is None
+
+
 @pytest.mark.parametrize("name", ["relu", "elu", "sigmoid"])
 def test_activation_backward(rng, name):
     forward, backward = {"relu": (layers.relu_forward, layers.relu_backward),
@@ -157,8 +183,11 @@ def assert_off_kinks(model, x, eps, margin=1e-4):
     cfg, cache = model.config, {}
     _, _, z = model.encoder_forward(x, eps, cache)
     model.decoder_forward(z, cache)
-    relu_inputs = [act for _, act in cache["enc"] if cfg.enc_act == "relu"]   # relu caches x
-    relu_inputs += [act for _, act in cache["dec"] if cfg.dec_act == "relu"]
+    # A hidden layer caches ((x, W, b), h); its ReLU's input is x @ W + b.
+    pre_activation = lambda layer: layer[0][0] @ layer[0][1] + (0 if layer[0][2] is None
+                                                                else layer[0][2])
+    relu_inputs = [pre_activation(layer) for layer in cache["enc"] if cfg.enc_act == "relu"]
+    relu_inputs += [pre_activation(layer) for layer in cache["dec"] if cfg.dec_act == "relu"]
     relu_inputs += [cache["relu_z"]] if cfg.relu_z else []
     for a in relu_inputs:
         assert np.abs(a).min() > margin, "test data sits on a ReLU kink; change the seed"
