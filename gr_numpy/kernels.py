@@ -125,8 +125,8 @@ else:
 # math.exp and friends are calls into the C library, one number at a time (2 to 10 ns each), and
 # a loop that calls them cannot be vectorised. These three are plain arithmetic that LLVM turns
 # into 8-wide vector code (about 1 ns a number). They work in float64 whatever the input, so a
-# float32 result is correctly rounded, and a float64 one is within 2 units in the last place of
-# NumPy's (tests/test_kernels.py checks both on a grid). Each covers only the range this file
+# float32 result is within half a unit in the last place (correctly rounded), and a float64 one
+# within 2 units of NumPy's (tests/test_kernels.py checks both on a grid). Each covers only the range this file
 # needs: exp and expm1 of x <= 0 (sigmoid, ELU), log1p of 0 <= e <= 1 (the BCE loss).
 #   exp:   x = n ln2 + r with n an integer and |r| <= ln2 / 2 ("Cody-Waite": ln2 in two parts, so
 #          n * _LN2_HI is exact); exp(x) = 2**n (1 + expm1(r)), expm1(r) a Taylor polynomial.
@@ -234,7 +234,8 @@ def _map(which, x):
 #     matmul(x, W)      x @ W       _gemm(x, W, out)
 #     matmul_tn(x, dy)  x.T @ dy    _gemm(x.T, dy, out)
 #     matmul_nt(dy, W)  dy @ W.T    _gemm(W, dy.T, out.T): builds out.T = W @ dy.T, so that the
-#                                   operand copied into column panels is dy (N x M), not W (K x M)
+#                                   large W is read along its rows, the way it is stored, and only
+#                                   the small dy (N x M) is read across its rows
 # How _gemm works, for a (N, K) and b (K, M):
 #   1. Packing. a is copied into row tiles of _MR = 4 rows, stored k-major,
 #          apack[it, k, r] = a[4 it + r, k],

@@ -1,0 +1,482 @@
+"""Benchmarks: our Numba kernels against NumPy (OpenBLAS), measured side by side in one run.
+
+    python -m gr_numpy.bench                 # everything, about 6 minutes; table + bench.json
+    python -m gr_numpy.bench --quick         # fewer shapes and repeats, about 2 minutes
+    python -m gr_numpy.bench --asm           # also print the micro-kernel's inner loop
+
+What it measures (float32, as the model trains):
+  kernels   GFLOPS of matmul (x @ W), matmul_nt (dy @ W.T) and matmul_tn (x.T @ dy) on the large
+            layers of the default and the reference model, batch 128 and 512, against NumPy's
+            `@` on the same arrays; and the fused kernels (linear_relu, the BCE loss, Adam)
+            against their NumPy twins.
+  step      one training step (forward, backward, Adam) of each model with each backend.
+  epoch     seconds per epoch of `Trainer` on MNIST (55k images, plus validation on 5k), and the
+            peak resident memory of that run (each in a fresh process).
+  start-up  seconds from launching Python to the end of the first training step: NumPy backend,
+            Numba with a cold compile cache (an empty NUMBA_CACHE_DIR), Numba with a warm one.
+
+Every figure is the median of repeats, shown with its spread (the 25th to 75th percentile).
+Timings from the two libraries are taken in separate blocks with a pause between them: each
+library's threads keep spinning for a while after a call, and measured back to back they slow
+the other one down by up to ten times. A busy machine makes every number noisy, so the load
+average is printed at the start and the end; measure when it is well below 1.
+"""
+
+import argparse
+import ctypes
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+PAUSE = 0.3   # seconds of idle between the two libraries' measurements (see the docstring)
+
+# (layer, N, K, M): x (N, K) @ W (K, M) for the large layers of each model, per batch size.
+LAYERS = {"default": [("enc0", 784, 512), ("enc1", 512, 256), ("dec1", 256, 512),
+                      ("out", 512, 784)],
+          "reference": [("enc0", 784, 2048), ("enc1", 2048, 512), ("dec1", 512, 2048),
+                        ("out", 2048, 784)]}
+FORMS = {  # name: (how the layer uses it, operands from (x, W, dy), NumPy's version)
+    "matmul": ("x @ W", lambda x, W, dy: (x, W), lambda a, b: a @ b),
+    "matmul_nt": ("dy @ W.T", lambda x, W, dy: (dy, W), lambda a, b: a @ b.T),
+    "matmul_tn": ("x.T @ dy", lambda x, W, dy: (x, dy), lambda a, b: a.T @ b),
+}
+
+
+# ---------------------------------------------------------------- timing helpers
+
+def per_call(fn, *args, min_seconds=0.05):
+    """Seconds per call of fn(*args), averaged over as many calls as fill min_seconds."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn(*args)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
+def spread(values):
+    """median, 25th and 75th percentile of a list of numbers."""
+    q25, med, q75 = np.percentile(values, [25, 50, 75])
+    return {"median": float(med), "q25": float(q25), "q75": float(q75), "n": len(values)}
+
+
+def side_by_side(ours, theirs, args, repeats, min_seconds):
+    """Time two functions on the same arguments in alternating blocks; seconds per call each."""
+    ours(*args), theirs(*args)                          # compile / warm up
+    times = {"numba": [], "numpy": []}
+    for _ in range(repeats):
+        for name, fn in (("numba", ours), ("numpy", theirs)):
+            time.sleep(PAUSE)
+            fn(*args)                                    # wake this library's threads
+            times[name].append(per_call(fn, *args, min_seconds=min_seconds))
+    return times
+
+
+# ---------------------------------------------------------------- the machine
+
+def openblas_core():
+    """The kernel OpenBLAS chose for this CPU (e.g. 'SkylakeX'), read from NumPy's own library."""
+    pattern = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")
+    for path in glob.glob(pattern) + glob.glob(os.path.join(os.path.dirname(np.__file__),
+                                                            ".dylibs", "*openblas*")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            if hasattr(lib, name):
+                fn = getattr(lib, name)
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return "unknown"
+
+
+def cpu_model():
+    """The CPU's model name, as lscpu and /proc/cpuinfo call it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        match = re.search(r"^Model name:\s*(.+)$", out, flags=re.M)
+        if match:
+            return match.group(1).strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            match = re.search(r"^model name\s*:\s*(.+)$", f.read(), flags=re.M)
+            if match:
+                return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine():
+    import numba
+    from llvmlite import binding
+    features = binding.get_host_cpu_features().flatten()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
+        "simd": [f for f in ("avx2", "fma", "avx512f") if f"+{f}" in features],
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "openblas_core": openblas_core(), "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": None,   # filled in once a parallel kernel has run
+        "env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                           "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                           "NUMBA_NUM_THREADS") if k in os.environ},
+        "load_average_start": os.getloadavg()[0],
+    }
+
+
+# ---------------------------------------------------------------- kernels
+
+def bench_kernels(batches, repeats, min_seconds, square):
+    """GFLOPS of the three products on every large layer, ours and NumPy's, side by side."""
+    from . import kernels
+    rng = np.random.default_rng(0)
+    rows = []
+    shapes = [(model, layer, n, k, m) for n in batches for model, layers in LAYERS.items()
+              for layer, k, m in layers]
+    if square:
+        shapes.append(("square", f"{square}^3", square, square, square))
+    for model, layer, n, k, m in shapes:
+        x, W, dy = (rng.standard_normal(s).astype(np.float32) for s in [(n, k), (k, m), (n, m)])
+        flops = 2 * n * k * m
+        for form, (meaning, pick, numpy_fn) in FORMS.items():
+            times = side_by_side(getattr(kernels, form), numpy_fn, pick(x, W, dy), repeats,
+                                 min_seconds)
+            gflops = {lib: spread([flops / t / 1e9 for t in ts]) for lib, ts in times.items()}
+            rows.append({"model": model, "layer": layer, "N": n, "K": k, "M": m, "form": form,
+                         "product": meaning, "gflops": gflops,
+                         "ratio": gflops["numba"]["median"] / gflops["numpy"]["median"]})
+            print(f"  {model:9s} {layer:6s} N={n:<4d} {k:4d}x{m:<4d} {form:9s} "
+                  f"numba {gflops['numba']['median']:6.1f}  numpy {gflops['numpy']['median']:6.1f}"
+                  f"  ratio {rows[-1]['ratio']:.2f}", flush=True)
+    return rows
+
+
+def bench_fused(repeats, min_seconds):
+    """The fused kernels against their NumPy twins, microseconds per call."""
+    from . import kernels, numpy_ops
+    from .model import layer_shapes
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((128, 784)).astype(np.float32)
+    W = (rng.standard_normal((784, 512)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(512).astype(np.float32)
+    logits = rng.standard_normal((128, 784)).astype(np.float32)
+    pixels = rng.uniform(size=(128, 784)).astype(np.float32)
+    cases = [("linear_relu 128x784 @ 784x512", "linear_relu", (x, W, b)),
+             ("bce_with_logits 128x784", "bce_with_logits", (logits, pixels))]
+    for preset in ("default", "reference"):
+        cfg = model_config(preset)
+        size = sum(int(np.prod(s)) for s in layer_shapes(cfg).values())
+        p, g = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        cases.append((f"adam_update, all {size / 1e6:.2f}M params ({preset})", "adam_update",
+                      (p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001)))
+    rows = []
+    for label, name, args in cases:
+        times = side_by_side(getattr(kernels, name), getattr(numpy_ops, name), args, repeats,
+                             min_seconds)
+        us = {lib: spread([t * 1e6 for t in ts]) for lib, ts in times.items()}
+        rows.append({"kernel": label, "microseconds": us,
+                     "speedup": us["numpy"]["median"] / us["numba"]["median"]})
+        print(f"  {label:45s} numba {us['numba']['median']:8.1f} us  numpy "
+              f"{us['numpy']['median']:8.1f} us  x{rows[-1]['speedup']:.1f}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- training steps
+
+def model_config(preset):
+    """The model of a train.py preset: default 784-512-256-10 with an ELU decoder and BCE;
+    reference 784-2048-512-10, ReLU everywhere, biases everywhere, SSE."""
+    from .model import VAEConfig
+    if preset == "default":
+        return VAEConfig(kl_weight=0.5)
+    return VAEConfig(enc_hidden=(2048, 512), dec_hidden=(512, 2048), dec_act="relu",
+                     dec_hidden_bias=True, recon="sse", recon_weight=0.3, kl_weight=0.2)
+
+
+def bench_steps(presets, batch, repeats, steps_per_repeat):
+    """Milliseconds per training step (loss_and_grads + Adam) for each backend and preset."""
+    from . import ops
+    from .adam import Adam
+    from .model import VAE
+    rows = []
+    for preset in presets:
+        rng = np.random.default_rng(2)
+        x = rng.uniform(size=(batch, 784)).astype(np.float32)
+        labels = rng.integers(0, 10, batch)
+        eps = rng.standard_normal((batch, 10)).astype(np.float32)
+        setups = {}
+        for backend in ("numba", "numpy"):
+            model = VAE(model_config(preset), rng=np.random.default_rng(0))
+            setups[backend] = (model, Adam(model.params))
+
+        def run(backend, steps):
+            model, opt = setups[backend]
+            with ops.using_backend(backend):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    _, grads = model.loss_and_grads(x, labels, eps)
+                    opt.step(model.params, grads, 1e-3)
+                return (time.perf_counter() - start) / steps
+
+        times = {"numba": [], "numpy": []}
+        for backend in times:
+            run(backend, 20)                             # compile, warm up, settle
+        for _ in range(repeats):
+            for backend in times:
+                time.sleep(PAUSE)
+                run(backend, 2)
+                times[backend].append(run(backend, steps_per_repeat))
+        ms = {lib: spread([t * 1e3 for t in ts]) for lib, ts in times.items()}
+        rows.append({"preset": preset, "batch": batch, "milliseconds": ms,
+                     "ratio": ms["numba"]["median"] / ms["numpy"]["median"]})
+        print(f"  {preset:9s} batch {batch}: numba {ms['numba']['median']:6.2f} ms  numpy "
+              f"{ms['numpy']['median']:6.2f} ms  ratio {rows[-1]['ratio']:.2f}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- fresh processes
+
+def child(args):
+    """Run in a fresh process by the parent; print one JSON line with what was measured."""
+    t_start = float(os.environ["GR_NUMPY_BENCH_T0"])          # the parent's clock at launch
+    from . import ops
+    from .adam import Adam
+    from .model import VAE
+    ops.set_backend(args.backend)
+    result = {}
+    if args.child == "startup":
+        model = VAE(model_config(args.preset), rng=np.random.default_rng(0))
+        opt = Adam(model.params)
+        rng = np.random.default_rng(3)
+        x = rng.uniform(size=(128, 784)).astype(np.float32)
+        _, grads = model.loss_and_grads(x, rng.integers(0, 10, 128),
+                                        rng.standard_normal((128, 10)).astype(np.float32))
+        opt.step(model.params, grads, 1e-3)
+        result["seconds"] = time.time() - t_start
+    else:                                                      # one epoch of Trainer on MNIST
+        from .data import load_mnist, train_val_split
+        from .training import TrainConfig, Trainer
+        images, labels = load_mnist("train")
+        tr_x, tr_y, va_x, va_y = train_val_split(images, labels, 5000)
+        with tempfile.TemporaryDirectory() as out:
+            trainer = Trainer(model_config(args.preset), TrainConfig(epochs=1), tr_x, tr_y,
+                              va_x, va_y, out, log=lambda line: None)
+            trainer.run()
+        result["seconds"] = trainer.history[0]["seconds"]
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def peak_rss_mb():
+    """This process's peak resident memory. On Linux, VmHWM: getrusage's maxrss would also count
+    the parent's memory, which Linux carries over into a child started with fork and exec."""
+    try:
+        with open("/proc/self/status") as f:
+            match = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), flags=re.M)
+        if match:
+            return int(match.group(1)) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss       # kB on Linux, bytes on macOS
+    return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def in_fresh_process(kind, backend, preset, env=None):
+    """Run `child` in a new Python; return its JSON result."""
+    full_env = {**os.environ, **(env or {}), "GR_NUMPY_BENCH_T0": repr(time.time())}
+    proc = subprocess.run([sys.executable, "-m", "gr_numpy.bench", "--child", kind,
+                           "--backend", backend, "--preset", preset],
+                          capture_output=True, text=True, env=full_env, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench child {kind}/{backend}/{preset} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_epochs(presets, repeats):
+    rows = []
+    for preset in presets:
+        results = {"numba": [], "numpy": []}
+        for _ in range(repeats):
+            for backend in results:
+                results[backend].append(in_fresh_process("epoch", backend, preset))
+        seconds = {lib: spread([r["seconds"] for r in rs]) for lib, rs in results.items()}
+        rss = {lib: spread([r["peak_rss_mb"] for r in rs]) for lib, rs in results.items()}
+        rows.append({"preset": preset, "seconds": seconds, "peak_rss_mb": rss,
+                     "ratio": seconds["numba"]["median"] / seconds["numpy"]["median"]})
+        print(f"  {preset:9s} epoch: numba {seconds['numba']['median']:6.1f} s  numpy "
+              f"{seconds['numpy']['median']:6.1f} s | peak RSS numba {rss['numba']['median']:.0f} MB"
+              f"  numpy {rss['numpy']['median']:.0f} MB", flush=True)
+    return rows
+
+
+def bench_startup(repeats):
+    """Launch to end of first step: NumPy backend; Numba cold cache; Numba warm cache."""
+    runs = {"numpy": [], "numba_cold": [], "numba_warm": []}
+    for _ in range(repeats):
+        runs["numpy"].append(in_fresh_process("startup", "numpy", "default")["seconds"])
+        with tempfile.TemporaryDirectory() as cache:
+            env = {"NUMBA_CACHE_DIR": cache}
+            runs["numba_cold"].append(in_fresh_process("startup", "numba", "default", env)["seconds"])
+            runs["numba_warm"].append(in_fresh_process("startup", "numba", "default", env)["seconds"])
+    seconds = {k: spread(v) for k, v in runs.items()}
+    result = {"seconds": seconds,
+              "warm_minus_numpy": seconds["numba_warm"]["median"] - seconds["numpy"]["median"],
+              "compile_seconds": seconds["numba_cold"]["median"] - seconds["numba_warm"]["median"]}
+    print(f"  start-up: numpy {seconds['numpy']['median']:.2f} s, numba cold "
+          f"{seconds['numba_cold']['median']:.2f} s, warm {seconds['numba_warm']['median']:.2f} s",
+          flush=True)
+    return result
+
+
+# ---------------------------------------------------------------- the micro-kernel's code
+
+def micro_kernel_asm():
+    """The innermost loop of the product kernel, as machine code (x86: look for vfmadd...ps)."""
+    import numba
+    from . import kernels
+    gemm = numba.njit(parallel=True, fastmath={"contract"})(kernels._gemm.py_func)  # uncached
+    x, W = np.ones((9, 7), np.float32), np.ones((7, 40), np.float32)
+    gemm(x, W, np.empty((9, 40), np.float32), np.zeros(40, np.float32), kernels._BIAS_RELU)
+    asm = gemm.inspect_asm(gemm.signatures[0])
+    blocks = re.split(r"^(\.LBB\w+):", asm, flags=re.M)
+    loops = [(label, body) for label, body in zip(blocks[1::2], blocks[2::2])
+             if re.search(rf"^\s+j\w+\s+{re.escape(label)}\s*$", body, flags=re.M)]
+    label, body = max(loops, key=lambda lb: len(re.findall(r"vfmadd", lb[1])), default=("", ""))
+    return f"{label}:\n" + "\n".join(line for line in body.splitlines() if line.strip())
+
+
+# ---------------------------------------------------------------- the report
+
+def table(results):
+    """The results as the Markdown table the README shows."""
+    lines = []
+    m = results["machine"]
+    lines.append(f"Measured {m['date']} on {m['cpu']}, {m['logical_cpus']} logical CPUs "
+                 f"({', '.join(m['simd'])}); NumPy {m['numpy']} with OpenBLAS "
+                 f"({m['openblas_core']} kernel), Numba {m['numba']} "
+                 f"({m['numba_threads']} threads, {m['numba_threading_layer']}); load average "
+                 f"{m['load_average_start']:.2f} at the start, {m['load_average_end']:.2f} at the end.")
+    lines.append("Median of repeats, [25th-75th percentile] in brackets.")
+    if "kernels" in results:
+        lines += ["", "| model | layer | N | K x M | product | Numba GFLOPS | NumPy GFLOPS | ratio |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in results["kernels"]:
+            g = r["gflops"]
+            lines.append(f"| {r['model']} | {r['layer']} | {r['N']} | {r['K']} x {r['M']} | "
+                         f"`{r['product']}` | {fmt(g['numba'], 0)} | {fmt(g['numpy'], 0)} | "
+                         f"{r['ratio']:.2f} |")
+    if "fused" in results:
+        lines += ["", "| fused kernel | Numba us | NumPy us | speed-up |", "|---|---|---|---|"]
+        for r in results["fused"]:
+            us = r["microseconds"]
+            lines.append(f"| `{r['kernel']}` | {fmt(us['numba'], 0)} | {fmt(us['numpy'], 0)} | "
+                         f"{r['speedup']:.1f}x |")
+    if "steps" in results:
+        lines += ["", "| training step | Numba ms | NumPy ms | Numba / NumPy |", "|---|---|---|---|"]
+        for r in results["steps"]:
+            ms = r["milliseconds"]
+            lines.append(f"| {r['preset']}, batch {r['batch']} | {fmt(ms['numba'], 2)} | "
+                         f"{fmt(ms['numpy'], 2)} | {r['ratio']:.2f} |")
+    if "epochs" in results:
+        lines += ["", "| one epoch (55k images + 5k validation) | Numba s | NumPy s | "
+                  "peak RSS Numba MB | peak RSS NumPy MB |", "|---|---|---|---|---|"]
+        for r in results["epochs"]:
+            s, rss = r["seconds"], r["peak_rss_mb"]
+            lines.append(f"| {r['preset']} | {fmt(s['numba'], 1)} | {fmt(s['numpy'], 1)} | "
+                         f"{fmt(rss['numba'], 0)} | {fmt(rss['numpy'], 0)} |")
+    if "startup" in results:
+        s = results["startup"]["seconds"]
+        lines += ["", "| start-up (launch to end of first step, default model) | seconds |",
+                  "|---|---|",
+                  f"| NumPy backend | {fmt(s['numpy'], 2)} |",
+                  f"| Numba backend, cold cache (compiles every kernel) | {fmt(s['numba_cold'], 2)} |",
+                  f"| Numba backend, warm cache | {fmt(s['numba_warm'], 2)} |"]
+    return "\n".join(lines)
+
+
+def fmt(s, digits):
+    return f"{s['median']:.{digits}f} [{s['q25']:.{digits}f}-{s['q75']:.{digits}f}]"
+
+
+def build_parser():
+    from .cli import OneLineParser
+    p = OneLineParser(prog="python -m gr_numpy.bench", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="batch 128 only, fewer repeats, no square product, one epoch run each")
+    p.add_argument("--only", nargs="+", choices=["kernels", "fused", "steps", "epochs", "startup"],
+                   help="run only these parts (default: all)")
+    p.add_argument("--repeats", type=int, help="repeats per figure (default: 7, quick: 3)")
+    p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument("--asm", action="store_true", help="print the micro-kernel's inner loop")
+    p.add_argument("--child", choices=["startup", "epoch"], help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="numba", help=argparse.SUPPRESS)
+    p.add_argument("--preset", default="default", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.child:
+        return child(args)
+    import numba
+    parts = args.only or ["kernels", "fused", "steps", "epochs", "startup"]
+    repeats = args.repeats or (3 if args.quick else 7)
+    results = {"machine": machine()}
+    print(f"load average {results['machine']['load_average_start']:.2f} | OpenBLAS "
+          f"{results['machine']['openblas_core']} | Numba threads "
+          f"{results['machine']['numba_threads']}", flush=True)
+    if args.asm:
+        print(micro_kernel_asm())
+    if "kernels" in parts:
+        print("kernels (GFLOPS):", flush=True)
+        results["kernels"] = bench_kernels([128] if args.quick else [128, 512], repeats, 0.05,
+                                           square=None if args.quick else 2048)
+    if "fused" in parts:
+        print("fused kernels:", flush=True)
+        results["fused"] = bench_fused(repeats, 0.05)
+    if "steps" in parts:
+        print("training steps:", flush=True)
+        results["steps"] = bench_steps(["default", "reference"], 128, repeats, 20)
+    if "epochs" in parts:
+        print("epochs (fresh processes):", flush=True)
+        results["epochs"] = bench_epochs(["default", "reference"], 1 if args.quick else 3)
+    if "startup" in parts:
+        print("start-up (fresh processes):", flush=True)
+        results["startup"] = bench_startup(2 if args.quick else 3)
+    results["machine"]["numba_threading_layer"] = safe_threading_layer(numba)
+    results["machine"]["load_average_end"] = os.getloadavg()[0]
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    print()
+    print(table(results))
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+def safe_threading_layer(numba):
+    try:
+        return numba.threading_layer()
+    except ValueError:       # no parallel kernel has run in this process
+        return "not started"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

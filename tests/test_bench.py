@@ -1,0 +1,58 @@
+"""The benchmark module's plumbing (no timings are asserted anywhere: see gr_numpy/bench.py)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gr_numpy import bench
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_spread(median):
+    return {"median": median, "q25": median * 0.9, "q75": median * 1.1, "n": 3}
+
+
+def test_table_renders_every_part_as_markdown():
+    results = {
+        "machine": {"date": "2026-01-01 00:00 UTC", "cpu": "Some CPU", "logical_cpus": 2,
+                    "simd": ["avx2", "fma"], "numpy": "2.0", "numba": "0.60",
+                    "openblas_core": "Haswell", "numba_threads": 2,
+                    "numba_threading_layer": "omp", "load_average_start": 0.1,
+                    "load_average_end": 0.2},
+        "kernels": [{"model": "default", "layer": "enc0", "N": 128, "K": 784, "M": 512,
+                     "form": "matmul", "product": "x @ W", "ratio": 0.95,
+                     "gflops": {"numba": fake_spread(150.0), "numpy": fake_spread(158.0)}}],
+        "fused": [{"kernel": "adam_update", "speedup": 9.0,
+                   "microseconds": {"numba": fake_spread(250.0), "numpy": fake_spread(2250.0)}}],
+        "steps": [{"preset": "default", "batch": 128, "ratio": 0.6,
+                   "milliseconds": {"numba": fake_spread(6.0), "numpy": fake_spread(10.0)}}],
+        "epochs": [{"preset": "default", "ratio": 0.8,
+                    "seconds": {"numba": fake_spread(3.2), "numpy": fake_spread(4.0)},
+                    "peak_rss_mb": {"numba": fake_spread(250.0), "numpy": fake_spread(190.0)}}],
+        "startup": {"seconds": {"numpy": fake_spread(0.3), "numba_cold": fake_spread(17.0),
+                                "numba_warm": fake_spread(0.6)}},
+    }
+    text = bench.table(results)
+    assert "Some CPU, 2 logical CPUs (avx2, fma)" in text
+    assert "| default | enc0 | 128 | 784 x 512 | `x @ W` | 150 [135-165] | 158 [142-174] | 0.95 |" \
+        in text
+    assert "| default, batch 128 | 6.00 [5.40-6.60] | 10.00 [9.00-11.00] | 0.60 |" in text
+    assert "| Numba backend, warm cache | 0.60 [0.54-0.66] |" in text
+    for line in text.splitlines():
+        if line.startswith("|"):
+            assert line.endswith("|"), line
+
+
+def test_spread_is_median_and_quartiles():
+    s = bench.spread([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert (s["median"], s["q25"], s["q75"], s["n"]) == (3.0, 2.0, 4.0, 5)
+
+
+def test_help_and_a_bad_flag_in_subprocess():
+    run = lambda *args: subprocess.run([sys.executable, "-m", "gr_numpy.bench", *args],
+                                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = run("--help")
+    assert result.returncode == 0 and "--quick" in result.stdout
+    result = run("--only", "nonsense")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
