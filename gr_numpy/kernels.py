@@ -52,6 +52,27 @@ def _jit(parallel=False, product=False, inline=False):
     return numba.njit(parallel=parallel, **options)
 
 
+# ---------------------------------------------------------------- small problems: one thread
+# A parallel loop costs a few microseconds to start on an idle machine, and up to a scheduler
+# time slice (milliseconds) when another program is using the other cores, because every thread
+# must arrive before the loop can end. So the wrappers run small problems on the calling thread
+# alone (results do not depend on the thread count, so this changes only the speed).
+_SERIAL_FLOPS = 1 << 20      # products of fewer floating-point operations than this
+_SERIAL_ELEMENTS = 1 << 15   # elementwise kernels on fewer elements than this
+
+
+def _run(kernel, work, threshold, *args):
+    """kernel(*args), on one thread if work < threshold."""
+    threads = numba.get_num_threads()
+    if work >= threshold or threads == 1:
+        return kernel(*args)
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- checks shared by the wrappers
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -376,12 +397,17 @@ def _no_bias(a):
     return np.empty(0, dtype=a.dtype)
 
 
+def _flops(a, b):
+    """Floating-point operations of a @ b."""
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+
 def matmul(a, b):
     """(N, K) @ (K, M) -> (N, M): the forward product x @ W."""
     a, b = _operands("matmul", a, b, ("a", "b"), (1, 0), "inner dimensions differ",
                      "a (N, K) and b (K, M)")
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    _gemm(a, b, out, _no_bias(a), _PLAIN)
+    _run(_gemm, _flops(a, b), _SERIAL_FLOPS, a, b, out, _no_bias(a), _PLAIN)
     return out
 
 
@@ -390,7 +416,7 @@ def matmul_nt(a, b):
     a, b = _operands("matmul_nt", a, b, ("a", "b"), (1, 1), "column counts differ",
                      "a (N, M) and b (K, M)")
     out = np.empty((a.shape[0], b.shape[0]), dtype=a.dtype)
-    _gemm(b, a.T, out.T, _no_bias(a), _PLAIN)            # out.T = W @ dy.T
+    _run(_gemm, _flops(b, a.T), _SERIAL_FLOPS, b, a.T, out.T, _no_bias(a), _PLAIN)  # W @ dy.T
     return out
 
 
@@ -399,7 +425,7 @@ def matmul_tn(a, b):
     a, b = _operands("matmul_tn", a, b, ("a", "b"), (0, 0), "row counts differ",
                      "a (N, K) and b (N, M)")
     out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
-    _gemm(a.T, b, out, _no_bias(a), _PLAIN)
+    _run(_gemm, _flops(a.T, b), _SERIAL_FLOPS, a.T, b, out, _no_bias(a), _PLAIN)
     return out
 
 
@@ -415,7 +441,7 @@ def _linear(fn, x, W, b, epilogue):
                          f"expected b of shape ({W.shape[1]},), one value per column of W")
     _same_dtype(fn, ("W", "b"), W, b)
     out = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
-    _gemm(x, W, out, b, epilogue)
+    _run(_gemm, _flops(x, W), _SERIAL_FLOPS, x, W, out, b, epilogue)
     return out
 
 
@@ -519,7 +545,7 @@ def relu_backward(dout, x):
     x = _checked("relu_backward", "x", x)
     _same_shape("relu_backward", ("dout", "x"), dout, x)
     _same_dtype("relu_backward", ("dout", "x"), dout, x)
-    return _relu_backward(dout, x)
+    return _run(_relu_backward, x.size, _SERIAL_ELEMENTS, dout, x)
 
 
 @_jit(parallel=True)
@@ -543,7 +569,7 @@ def elu_backward(dout, out):
     out = _checked("elu_backward", "out", out)
     _same_shape("elu_backward", ("dout", "out"), dout, out)
     _same_dtype("elu_backward", ("dout", "out"), dout, out)
-    return _elu_backward(dout, out, dout.dtype.type(1))
+    return _run(_elu_backward, out.size, _SERIAL_ELEMENTS, dout, out, dout.dtype.type(1))
 
 
 # ---------------------------------------------------------------- reconstruction losses
@@ -654,12 +680,14 @@ def _loss_inputs(fn, logits, x):
 
 def bce_with_logits(logits, x):
     """(N, D), (N, D) -> loss (float), dlogits (N, D): Bernoulli cross-entropy, mean over images."""
-    return _bce_with_logits(*_loss_inputs("bce_with_logits", logits, x))
+    logits, x = _loss_inputs("bce_with_logits", logits, x)
+    return _run(_bce_with_logits, logits.size, _SERIAL_ELEMENTS, logits, x)
 
 
 def sse_with_logits(logits, x):
     """(N, D), (N, D) -> loss (float), dlogits (N, D): sum of squared errors of sigmoid(logits)."""
-    return _sse_with_logits(*_loss_inputs("sse_with_logits", logits, x))
+    logits, x = _loss_inputs("sse_with_logits", logits, x)
+    return _run(_sse_with_logits, logits.size, _SERIAL_ELEMENTS, logits, x)
 
 
 # ---------------------------------------------------------------- Adam
@@ -702,5 +730,5 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):
         if not arrays[name].flags.writeable:
             raise ValueError(f"adam_update: {name} is read-only; it is updated in place")
     f = p.dtype.type   # the scalars in the arrays' precision, as NumPy rounds them
-    _adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), f(lr / c1),
-                 f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(c2), f(eps))
+    _run(_adam_update, p.size, _SERIAL_ELEMENTS, p.reshape(-1), g.reshape(-1), m.reshape(-1),
+         v.reshape(-1), f(lr / c1), f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(c2), f(eps))

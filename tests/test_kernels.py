@@ -123,6 +123,26 @@ def test_product_is_bit_identical_across_calls_and_thread_counts(form):
     np.testing.assert_array_equal(one_thread, first)
 
 
+def test_small_problems_run_on_one_thread_and_restore_the_thread_count(monkeypatch):
+    # Starting a parallel loop can cost milliseconds on a busy machine, so small products run on
+    # the calling thread; the caller's thread count is restored afterwards, even after an error.
+    seen = []
+    monkeypatch.setattr(kernels, "_gemm", lambda *args: seen.append(numba.get_num_threads()))
+    threads = numba.get_num_threads()
+    small, big = np.ones((4, 4)), np.ones((128, 128))          # 128 flops; 4 million flops
+    kernels.matmul(small, small)
+    kernels.matmul(big, big)
+    assert seen == [1, threads]
+    assert numba.get_num_threads() == threads
+
+    def fails(*args):
+        raise RuntimeError("inside the kernel")
+    monkeypatch.setattr(kernels, "_gemm", fails)
+    with pytest.raises(RuntimeError):
+        kernels.matmul(small, small)
+    assert numba.get_num_threads() == threads
+
+
 def test_product_rows_do_not_depend_on_the_batch():
     # Each element is one chain of multiply-adds over k, whichever tile or batch it is in: a row
     # of x @ W is bit-identical whether x has 1, 5 or all of its rows.
