@@ -19,7 +19,7 @@ from gr_numpy.cli import OneLineParser
 PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss.
     "default": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
-                    recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, epochs=15),
+                    recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, epochs=25),
     # The reference post's recipe: 784-2048-512-10, ReLU everywhere, 0.3 * SSE + its KL-like
     # term mean_k(mu^2 + exp(logvar) - logvar), which is 0.2 * KL + 1 for K = 10, 100 epochs.
     "reference": dict(hidden="2048,512", dec_act="relu", dec_hidden_bias=True, recon="sse",
@@ -33,7 +33,7 @@ def build_parser():
     g = p.add_argument_group("recipe")
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting recipe; the flags below override its settings")
-    g.add_argument("--epochs", type=int, help="passes over the training set (preset: 15 / 100)")
+    g.add_argument("--epochs", type=int, help="passes over the training set (preset: 25 / 100)")
     g.add_argument("--batch-size", type=int, default=128, help="images per Adam step")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the first epoch")
     g.add_argument("--lr-decay", type=float, default=0.95,

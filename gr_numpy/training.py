@@ -28,7 +28,7 @@ CHECKPOINT_NAME = "checkpoint.npz"
 @dataclass
 class TrainConfig:
     """How to train (the model's shape and loss live in VAEConfig)."""
-    epochs: int = 15
+    epochs: int = 25
     batch_size: int = 128
     lr: float = 1e-3
     lr_decay: float = 0.95        # lr of epoch e (from 0) is lr * lr_decay ** e
