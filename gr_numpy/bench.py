@@ -1,7 +1,7 @@
 """Benchmarks: our Numba kernels against NumPy (OpenBLAS), measured side by side in one run.
 
-    python -m gr_numpy.bench                 # everything, about 6 minutes; table + bench.json
-    python -m gr_numpy.bench --quick         # fewer shapes and repeats, about 2 minutes
+    python -m gr_numpy.bench                 # everything, about 8 minutes; table + runs/bench.json
+    python -m gr_numpy.bench --quick         # fewer shapes and repeats, about 3 minutes
     python -m gr_numpy.bench --asm           # also print the micro-kernel's inner loop
 
 What it measures (float32, as the model trains):
@@ -356,9 +356,13 @@ def micro_kernel_asm():
     gemm(x, W, np.empty((9, 40), np.float32), np.zeros(40, np.float32), kernels._BIAS_RELU)
     asm = gemm.inspect_asm(gemm.signatures[0])
     blocks = re.split(r"^(\.LBB\w+):", asm, flags=re.M)
-    loops = [(label, body) for label, body in zip(blocks[1::2], blocks[2::2])
-             if re.search(rf"^\s+j\w+\s+{re.escape(label)}\s*$", body, flags=re.M)]
-    label, body = max(loops, key=lambda lb: len(re.findall(r"vfmadd", lb[1])), default=("", ""))
+    loops = []                                   # the blocks that end by jumping to themselves
+    for label, body in zip(blocks[1::2], blocks[2::2]):
+        back = re.search(rf"^\s+j\w+\s+{re.escape(label)}\s*$", body, flags=re.M)
+        if back:
+            loops.append((label, body[:back.end()]))
+    label, body = max(loops, key=lambda lb: len(re.findall(r"vfmadd\w+ps", lb[1])),
+                      default=("", ""))               # the float32 FMA loop: the micro-kernel
     return f"{label}:\n" + "\n".join(line for line in body.splitlines() if line.strip())
 
 
@@ -408,7 +412,37 @@ def table(results):
                   f"| NumPy backend | {fmt(s['numpy'], 2)} |",
                   f"| Numba backend, cold cache (compiles every kernel) | {fmt(s['numba_cold'], 2)} |",
                   f"| Numba backend, warm cache | {fmt(s['numba_warm'], 2)} |"]
+    rows = targets(results)
+    if rows:
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in rows]
     return "\n".join(lines)
+
+
+def targets(results):
+    """The issue's targets next to what this run measured: (target, measured, met) rows."""
+    rows = []
+    layers = [r for r in results.get("kernels", []) if r["model"] in LAYERS]
+    if layers:
+        worst = min(layers, key=lambda r: r["ratio"])
+        below = [r for r in layers if r["ratio"] < 0.9]
+        rows.append(("Numba product >= 0.9x NumPy/OpenBLAS GFLOPS on every large layer, "
+                     "all three forms",
+                     f"worst {worst['ratio']:.3f} ({worst['model']} {worst['layer']}, "
+                     f"`{worst['product']}`, N={worst['N']}); {len(below)} of {len(layers)} "
+                     f"below 0.9", not below))
+    for r in results.get("steps", []):
+        rows.append((f"training step ({r['preset']}) <= 0.7x the NumPy backend's",
+                     f"{r['ratio']:.2f}", r["ratio"] <= 0.7))
+    if "startup" in results:
+        extra = results["startup"]["warm_minus_numpy"]
+        rows.append(("warm-cache start-up adds < 1 s", f"{extra:+.2f} s", extra < 1.0))
+    for r in results.get("epochs", []):
+        if r["preset"] == "default":
+            rss = r["peak_rss_mb"]["numba"]["median"]
+            rows.append(("peak RSS of a default training run < 600 MB", f"{rss:.0f} MB",
+                         rss < 600))
+    return rows
 
 
 def fmt(s, digits):
@@ -424,7 +458,8 @@ def build_parser():
     p.add_argument("--only", nargs="+", choices=["kernels", "fused", "steps", "epochs", "startup"],
                    help="run only these parts (default: all)")
     p.add_argument("--repeats", type=int, help="repeats per figure (default: 7, quick: 3)")
-    p.add_argument("--json", default="bench.json", help="where to write the results")
+    p.add_argument("--json", default=os.path.join("runs", "bench.json"),
+                   help="where to write the results")
     p.add_argument("--asm", action="store_true", help="print the micro-kernel's inner loop")
     p.add_argument("--child", choices=["startup", "epoch"], help=argparse.SUPPRESS)
     p.add_argument("--backend", default="numba", help=argparse.SUPPRESS)
@@ -463,6 +498,7 @@ def main(argv=None):
         results["startup"] = bench_startup(2 if args.quick else 3)
     results["machine"]["numba_threading_layer"] = safe_threading_layer(numba)
     results["machine"]["load_average_end"] = os.getloadavg()[0]
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
     print()

@@ -153,6 +153,8 @@ else:
 #          n * _LN2_HI is exact); exp(x) = 2**n (1 + expm1(r)), expm1(r) a Taylor polynomial.
 #   log1p: log(1 + e) = 2 atanh(s) = 2 (s + s**3/3 + s**5/5 + ...) with s = e / (2 + e); above
 #          sqrt(2) - 1, log(1 + e) = ln2 + log((1 + e) / 2) keeps |s| <= 0.172, so ten terms do.
+# (Inside the products, whose "contract" flag applies to the ELU epilogue too, the polynomials
+# become fused multiply-adds: one rounding fewer per step, so no less accurate.)
 _LN2 = 0.6931471805599453
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
 _INV_LN2 = 1.4426950408889634
@@ -258,14 +260,14 @@ def _map(which, x):
 #                                   large W is read along its rows, the way it is stored, and only
 #                                   the small dy (N x M) is read across its rows
 # How _gemm works, for a (N, K) and b (K, M):
-#   1. Packing. a is copied into row tiles of _MR = 4 rows, stored k-major,
-#          apack[it, k, r] = a[4 it + r, k],
-#      and b into column panels of _NR = 32 columns, bpack[jt, k, j] = b[k, 32 jt + j]. Each tile
-#      and panel is then one contiguous block, read front to back whatever the strides of a and b
-#      were, and padded with zeros at the edges so that every tile is full.
+#   1. Packing. b is copied into column panels of _NR = 32 columns, bpack[jt, k, j] =
+#      b[k, 32 jt + j], so that each panel is one contiguous block, read front to back whatever
+#      the strides of b were, and padded with zeros past the last column. a is read in place,
+#      four rows at a time, when its rows are contiguous; otherwise (x.T) its row tiles are first
+#      copied into apack[it, r, k] = a[4 it + r, k].
 #   2. The micro-kernel. Output tile (it, jt), 4 x 32 numbers, lives in `acc`, which LLVM keeps
 #      in registers (8 AVX-512 registers in float32). For each k it reads 4 numbers of a and 32 of
-#      b and does 4 x 32 multiply-adds: acc[r, :] += apack[it, k, r] * bpack[jt, k, :]. The loop
+#      b and does 4 x 32 multiply-adds: acc[r, :] += a[4 it + r, k] * bpack[jt, k, :]. The loop
 #      over the 32 columns becomes two 16-wide vector FMA instructions per row.
 #   3. The epilogue writes the tile to out, adding the bias and applying the activation on the
 #      way, so relu(x @ W + b) costs no pass over memory beyond the product's own.
@@ -282,24 +284,19 @@ _PLAIN, _BIAS, _BIAS_RELU, _BIAS_ELU = 0, 1, 2, 3   # v | v + bias | relu(v + bi
 
 @_jit(product=True)
 def _pack_a_tile(a, it, apack):
-    """apack[it, k, r] = a[_MR * it + r, k]; rows past the end of a are zeros."""
+    """apack[it, r, :] = a[_MR * it + r, :], for an a whose rows are not contiguous (a = x.T).
+
+    Reads a down its contiguous columns; rows past the end of a are zeros.
+    """
     n, kdim = a.shape
     i0 = it * _MR
     rows = min(_MR, n - i0)
-    if a.strides[1] <= a.strides[0] and rows == _MR:    # rows of a are contiguous
-        row0, row1, row2, row3 = a[i0], a[i0 + 1], a[i0 + 2], a[i0 + 3]
-        for k in range(kdim):
-            apack[it, k, 0] = row0[k]
-            apack[it, k, 1] = row1[k]
-            apack[it, k, 2] = row2[k]
-            apack[it, k, 3] = row3[k]
-        return
-    for k in range(kdim):                                # columns contiguous (a = x.T), or an edge
+    for k in range(kdim):
         column = a[i0:i0 + rows, k]
         for r in range(rows):
-            apack[it, k, r] = column[r]
+            apack[it, r, k] = column[r]
         for r in range(rows, _MR):
-            apack[it, k, r] = 0.0
+            apack[it, r, k] = 0.0
 
 
 @_jit(product=True)
@@ -333,10 +330,12 @@ def _gemm(a, b, out, bias, epilogue):
     m = b.shape[1]
     n_it = (n + _MR - 1) // _MR                          # row tiles
     n_jt = (m + _NR - 1) // _NR                          # column panels
-    apack = np.empty((n_it, kdim, _MR), dtype=a.dtype)
+    rows_contiguous = a.strides[1] <= a.strides[0]
+    apack = np.empty((0 if rows_contiguous else n_it, _MR, kdim), dtype=a.dtype)
     bpack = np.empty((n_jt, kdim, _NR), dtype=a.dtype)
-    for it in prange(n_it):
-        _pack_a_tile(a, it, apack)
+    if not rows_contiguous:
+        for it in prange(n_it):
+            _pack_a_tile(a, it, apack)
     for jt in prange(n_jt):
         _pack_b_panel(b, jt, bpack)
 
@@ -346,10 +345,17 @@ def _gemm(a, b, out, bias, epilogue):
             it, jt = t // n_jt, t % n_jt
         else:
             it, jt = t % n_it, t // n_it
+        i0 = it * _MR
+        if rows_contiguous:                              # the tile's 4 rows of a, read in place
+            last = n - 1                                 # (past the end: repeat the last row)
+            row0, row1 = a[i0], a[min(i0 + 1, last)]
+            row2, row3 = a[min(i0 + 2, last)], a[min(i0 + 3, last)]
+        else:
+            row0, row1, row2, row3 = apack[it, 0], apack[it, 1], apack[it, 2], apack[it, 3]
         acc = _register_tile(_MR, _NR, a)
         acc[:] = 0.0
         for k in range(kdim):                            # the micro-kernel
-            a0, a1, a2, a3 = apack[it, k, 0], apack[it, k, 1], apack[it, k, 2], apack[it, k, 3]
+            a0, a1, a2, a3 = row0[k], row1[k], row2[k], row3[k]
             for j in range(_NR):
                 bkj = bpack[jt, k, j]
                 acc[0, j] += a0 * bkj
@@ -357,7 +363,7 @@ def _gemm(a, b, out, bias, epilogue):
                 acc[2, j] += a2 * bkj
                 acc[3, j] += a3 * bkj
 
-        i0, j0 = it * _MR, jt * _NR                      # the epilogue
+        j0 = jt * _NR                                    # the epilogue
         rows, cols = min(_MR, n - i0), min(_NR, m - j0)
         if out.strides[1] > out.strides[0]:              # a transposed out (only ever _PLAIN):
             for j in range(cols):                        # write it down its contiguous columns

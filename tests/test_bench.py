@@ -31,7 +31,7 @@ def test_table_renders_every_part_as_markdown():
                     "seconds": {"numba": fake_spread(3.2), "numpy": fake_spread(4.0)},
                     "peak_rss_mb": {"numba": fake_spread(250.0), "numpy": fake_spread(190.0)}}],
         "startup": {"seconds": {"numpy": fake_spread(0.3), "numba_cold": fake_spread(17.0),
-                                "numba_warm": fake_spread(0.6)}},
+                                "numba_warm": fake_spread(0.6)}, "warm_minus_numpy": 0.3},
     }
     text = bench.table(results)
     assert "Some CPU, 2 logical CPUs (avx2, fma)" in text
@@ -39,6 +39,11 @@ def test_table_renders_every_part_as_markdown():
         in text
     assert "| default, batch 128 | 6.00 [5.40-6.60] | 10.00 [9.00-11.00] | 0.60 |" in text
     assert "| Numba backend, warm cache | 0.60 [0.54-0.66] |" in text
+    # The targets, each with what was measured and whether it was met.
+    assert "| worst 0.950 (default enc0, `x @ W`, N=128); 0 of 1 below 0.9 | yes |" in text
+    assert "| training step (default) <= 0.7x the NumPy backend's | 0.60 | yes |" in text
+    assert "| warm-cache start-up adds < 1 s | +0.30 s | yes |" in text
+    assert "| peak RSS of a default training run < 600 MB | 250 MB | yes |" in text
     for line in text.splitlines():
         if line.startswith("|"):
             assert line.endswith("|"), line

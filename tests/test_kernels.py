@@ -203,8 +203,11 @@ if _host_has("avx512f"):
         gemm(x, W, np.empty((9, 40), np.float32), np.zeros(40, np.float32), kernels._BIAS_RELU)
         asm = gemm.inspect_asm(gemm.signatures[0])
         blocks = re.split(r"^(\.LBB\w+):", asm, flags=re.M)   # [prologue, label, body, ...]
-        loops = [body for label, body in zip(blocks[1::2], blocks[2::2])
-                 if re.search(rf"^\s+j\w+\s+{re.escape(label)}\s*$", body, flags=re.M)]
+        loops = []                               # the blocks that end by jumping to themselves
+        for label, body in zip(blocks[1::2], blocks[2::2]):
+            back = re.search(rf"^\s+j\w+\s+{re.escape(label)}\s*$", body, flags=re.M)
+            if back:
+                loops.append(body[:back.end()])
         fma_loops = [body for body in loops if len(re.findall(r"vfmadd\w+ps\s+%zmm", body)) >= 8]
         assert fma_loops, "no loop of packed zmm FMAs in the micro-kernel"
         assert any(not re.search(r"vmov\w+\s+%zmm\d+, [^%\n]*\(", body) for body in fma_loops), \
