@@ -71,15 +71,22 @@ def spread(values):
     return {"median": float(med), "q25": float(q25), "q75": float(q75), "n": len(values)}
 
 
-def side_by_side(ours, theirs, args, repeats, min_seconds):
-    """Time two functions on the same arguments in alternating blocks; seconds per call each."""
-    ours(*args), theirs(*args)                          # compile / warm up
-    times = {"numba": [], "numpy": []}
+def side_by_side(cases, repeats, min_seconds):
+    """Seconds per call of each case's two functions, {"numba": [...], "numpy": [...]} per case.
+
+    cases: list of (ours, theirs, args). Each repeat sweeps every case, ours then theirs, with a
+    pause before each: a burst of activity elsewhere on the machine then spoils one repeat of
+    many cases, not many repeats of one, and the medians shrug it off.
+    """
+    for ours, theirs, args in cases:
+        ours(*args), theirs(*args)                      # compile / warm up
+    times = [{"numba": [], "numpy": []} for _ in cases]
     for _ in range(repeats):
-        for name, fn in (("numba", ours), ("numpy", theirs)):
-            time.sleep(PAUSE)
-            fn(*args)                                    # wake this library's threads
-            times[name].append(per_call(fn, *args, min_seconds=min_seconds))
+        for (ours, theirs, args), case_times in zip(cases, times):
+            for name, fn in (("numba", ours), ("numpy", theirs)):
+                time.sleep(PAUSE)
+                fn(*args)                                # wake this library's threads
+                case_times[name].append(per_call(fn, *args, min_seconds=min_seconds))
     return times
 
 
@@ -146,24 +153,25 @@ def bench_kernels(batches, repeats, min_seconds, square):
     """GFLOPS of the three products on every large layer, ours and NumPy's, side by side."""
     from . import kernels
     rng = np.random.default_rng(0)
-    rows = []
     shapes = [(model, layer, n, k, m) for n in batches for model, layers in LAYERS.items()
               for layer, k, m in layers]
     if square:
         shapes.append(("square", f"{square}^3", square, square, square))
+    rows, cases = [], []
     for model, layer, n, k, m in shapes:
         x, W, dy = (rng.standard_normal(s).astype(np.float32) for s in [(n, k), (k, m), (n, m)])
-        flops = 2 * n * k * m
         for form, (meaning, pick, numpy_fn) in FORMS.items():
-            times = side_by_side(getattr(kernels, form), numpy_fn, pick(x, W, dy), repeats,
-                                 min_seconds)
-            gflops = {lib: spread([flops / t / 1e9 for t in ts]) for lib, ts in times.items()}
             rows.append({"model": model, "layer": layer, "N": n, "K": k, "M": m, "form": form,
-                         "product": meaning, "gflops": gflops,
-                         "ratio": gflops["numba"]["median"] / gflops["numpy"]["median"]})
-            print(f"  {model:9s} {layer:6s} N={n:<4d} {k:4d}x{m:<4d} {form:9s} "
-                  f"numba {gflops['numba']['median']:6.1f}  numpy {gflops['numpy']['median']:6.1f}"
-                  f"  ratio {rows[-1]['ratio']:.2f}", flush=True)
+                         "product": meaning})
+            cases.append((getattr(kernels, form), numpy_fn, pick(x, W, dy)))
+    print(f"  {len(cases)} products x {repeats} repeats ...", flush=True)
+    for row, times in zip(rows, side_by_side(cases, repeats, min_seconds)):
+        flops = 2 * row["N"] * row["K"] * row["M"]
+        row["gflops"] = {lib: spread([flops / t / 1e9 for t in ts]) for lib, ts in times.items()}
+        row["ratio"] = row["gflops"]["numba"]["median"] / row["gflops"]["numpy"]["median"]
+        print(f"  {row['model']:9s} {row['layer']:6s} N={row['N']:<4d} {row['K']:4d}x{row['M']:<4d} "
+              f"{row['form']:9s} numba {row['gflops']['numba']['median']:6.1f}  numpy "
+              f"{row['gflops']['numpy']['median']:6.1f}  ratio {row['ratio']:.2f}", flush=True)
     return rows
 
 
@@ -187,9 +195,9 @@ def bench_fused(repeats, min_seconds):
         cases.append((f"adam_update, all {size / 1e6:.2f}M params ({preset})", "adam_update",
                       (p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001)))
     rows = []
-    for label, name, args in cases:
-        times = side_by_side(getattr(kernels, name), getattr(numpy_ops, name), args, repeats,
-                             min_seconds)
+    all_times = side_by_side([(getattr(kernels, name), getattr(numpy_ops, name), args)
+                              for _, name, args in cases], repeats, min_seconds)
+    for (label, name, args), times in zip(cases, all_times):
         us = {lib: spread([t * 1e6 for t in ts]) for lib, ts in times.items()}
         rows.append({"kernel": label, "microseconds": us,
                      "speedup": us["numpy"]["median"] / us["numba"]["median"]})
