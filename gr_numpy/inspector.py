@@ -25,8 +25,6 @@ from .checkpoint import CheckpointError, load_model
 from .cli import OneLineParser
 from .data import DataError, load_mnist, to_rows
 from .figures import new_figure, save_figure
-from .layers import relu_backward
-from .losses import reparameterize_backward
 from .model import VAE, VAEConfig
 from .routing import route_mask
 
@@ -42,16 +40,13 @@ batch mean: the cell is the gradient of an image's own reconstruction loss. '.' 
 def recon_gradient_at_mu(model, cache, dz, labels):
     """dz (N, K) = dL_recon/dz, labels (N,) or None -> dmu_recon (N, K), the part that reaches mu.
 
-    The first lines of `VAE.encoder_backward`, stopped at mu and without the KL term, so that each
-    image's gradient can be seen before the encoder's layers sum it over the batch. The routing
-    step is the same call to `route_mask` that `encoder_backward` makes.
+    The first lines of `VAE.encoder_backward`, stopped at mu and without the KL and L1 terms, so
+    that each image's gradient can be seen before the encoder's layers sum it over the batch: the
+    same call to `route_mask`, then the model's own `sample_backward`.
     """
-    cfg = model.config
     if labels is not None:
-        dz = dz * route_mask(labels, cfg.latent, dtype=dz.dtype)      # the routing step
-    if cfg.relu_z:
-        dz = relu_backward(dz, cache["relu_z"])                       # z = relu(sample)
-    dmu_recon, _ = reparameterize_backward(dz, cache["reparam"])      # d sample / d mu = 1
+        dz = dz * route_mask(labels, model.config.latent, dtype=dz.dtype)   # the routing step
+    dmu_recon, _ = model.sample_backward(dz, cache)                   # through relu and eps
     return dmu_recon                                                  # (N, K)
 
 
@@ -64,8 +59,8 @@ def routing_table(model, x, labels, eps):
     size. A digit absent from the batch gives a row of NaN. Label c is routed to dim c.
     """
     x = model._check_x(x, "routing_table")
-    eps = model._check_eps(eps, x.shape[0])
-    labels = model._check_labels(labels, x.shape[0])
+    eps = model._check_eps(eps, x.shape[0], "routing_table")
+    labels = model._check_labels(labels, x.shape[0], "routing_table")
     N, K = x.shape[0], model.config.latent
 
     _, cache = model.forward(x, eps)

@@ -81,11 +81,9 @@ def layer_shapes(cfg):
 
 def init_params(cfg, rng):
     """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, as PyTorch's Linear does."""
-    params = {}
-    for name, shape in layer_shapes(cfg).items():
-        fan_in = shape[0] if name.endswith(".W") else None
-        if fan_in is None:                       # a bias: fan_in is its weight's first dim
-            fan_in = layer_shapes(cfg)[name[:-2] + ".W"][0]
+    params, shapes = {}, layer_shapes(cfg)
+    for name, shape in shapes.items():
+        fan_in = shapes[name[:-2] + ".W"][0]     # a bias shares its weight's fan-in
         bound = 1.0 / np.sqrt(fan_in)
         params[name] = rng.uniform(-bound, bound, size=shape).astype(cfg.dtype)
     return params
@@ -181,11 +179,9 @@ class VAE:
         # ----------------------------------------------------------------------------------
         dz = dz + cache["dz_l1"]                  # the L1 penalty's gradient, like KL's: unrouted
 
-        if cfg.relu_z:
-            dz = relu_backward(dz, cache["relu_z"])
-        dmu_recon, dlogvar_recon = reparameterize_backward(dz, cache["reparam"])
-        dmu = dmu_recon + cache["dmu_kl"]                             # two paths meet at mu
-        dlogvar = dlogvar_recon + cache["dlogvar_kl"]                 # and at logvar
+        dmu_z, dlogvar_z = self.sample_backward(dz, cache)            # through z to the heads
+        dmu = dmu_z + cache["dmu_kl"]                                 # two paths meet at mu
+        dlogvar = dlogvar_z + cache["dlogvar_kl"]                     # and at logvar
 
         dh_mu, grads["mu.W"], grads["mu.b"] = linear_backward(dmu, cache["mu"])
         dh_logvar, grads["logvar.W"], grads["logvar.b"] = linear_backward(dlogvar, cache["logvar"])
@@ -195,6 +191,12 @@ class VAE:
         for i in reversed(range(len(cfg.enc_hidden))):
             dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = hidden_backward(dh, cache["enc"][i])
         return grads
+
+    def sample_backward(self, dz, cache):
+        """dL/dz (N, K) -> dL/dmu, dL/dlogvar (N, K) through z = relu(mu + exp(logvar/2) * eps)."""
+        if self.config.relu_z:
+            dz = relu_backward(dz, cache["relu_z"])
+        return reparameterize_backward(dz, cache["reparam"])
 
     def loss_and_grads(self, x, labels=None, eps=None):
         """x (N, D) floats in [0, 1]; labels (N,) ints or None; eps (N, K) noise or None (= zeros).
@@ -206,9 +208,9 @@ class VAE:
         x = self._check_x(x, "loss_and_grads")
         if eps is None:
             eps = np.zeros((x.shape[0], self.config.latent), dtype=x.dtype)
-        eps = self._check_eps(eps, x.shape[0])
+        eps = self._check_eps(eps, x.shape[0], "loss_and_grads")
         if labels is not None:
-            labels = self._check_labels(labels, x.shape[0])
+            labels = self._check_labels(labels, x.shape[0], "loss_and_grads")
         losses, cache = self.forward(x, eps)
         grads = self.backward(cache, labels)
         return {k: float(v) for k, v in losses.items()}, grads
@@ -276,20 +278,20 @@ class VAE:
             raise ValueError(f"{where}: x contains NaN or inf")
         return np.ascontiguousarray(x, dtype=self.config.dtype)
 
-    def _check_eps(self, eps, N):
+    def _check_eps(self, eps, N, where):
         eps = np.asarray(eps)
         if eps.shape != (N, self.config.latent) or not np.issubdtype(eps.dtype, np.floating):
-            raise ValueError(f"loss_and_grads: eps must be floats of shape ({N}, "
+            raise ValueError(f"{where}: eps must be floats of shape ({N}, "
                              f"{self.config.latent}), got {eps.dtype} {eps.shape}")
         return np.ascontiguousarray(eps, dtype=self.config.dtype)
 
-    def _check_labels(self, labels, N):
+    def _check_labels(self, labels, N, where):
         labels = np.asarray(labels)
         if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"loss_and_grads: labels must be integers of shape ({N},), "
+            raise ValueError(f"{where}: labels must be integers of shape ({N},), "
                              f"got {labels.dtype} {labels.shape}")
         K = self.config.latent
         if N and (labels.min() < 0 or labels.max() >= K):
-            raise ValueError(f"loss_and_grads: labels must lie in 0..{K - 1} (one latent dim per "
+            raise ValueError(f"{where}: labels must lie in 0..{K - 1} (one latent dim per "
                              f"class), got values from {labels.min()} to {labels.max()}")
         return labels

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .adam import Adam, exponential_decay
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import to_rows
 from .model import VAE, VAEConfig
 
@@ -104,6 +104,11 @@ class Trainer:
     def restore(self, path):
         """Continue from a checkpoint written by `save` (same model config required)."""
         params, meta, adam_state, arrays = load_checkpoint(path)
+        missing = {"model", "rng", "epoch", "step", "sums", "history"} - set(meta)
+        if missing or "perm" not in arrays:
+            raise CheckpointError(f"{path} holds a model but not a training position (missing "
+                                  f"{sorted(missing) or ['perm']}); it cannot be resumed — use a "
+                                  f"new --out")
         if meta["model"] != self.mcfg.to_dict():
             raise ValueError(f"{path} was trained with a different model ({meta['model']}); "
                              f"resume with the same flags, or use a new --out")

@@ -168,3 +168,12 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_resuming_a_checkpoint_without_a_training_position_is_a_clear_error(mnist, tmp_path):
+    trainer = make_trainer(mnist, tmp_path)
+    save_checkpoint(trainer.checkpoint_path, trainer.model.params,
+                    {"model": trainer.mcfg.to_dict()})             # a model only, as for the demo
+    with pytest.raises(CheckpointError, match="cannot be resumed") as info:
+        trainer.restore(trainer.checkpoint_path)
+    assert "\n" not in str(info.value)
