@@ -19,7 +19,6 @@ Set GR_NUMPY_NO_DOWNLOAD=1 to skip steps 1 and 2 (offline use, tests).
 Run `python -m gr_numpy.data [--data-dir DIR]` to fetch, verify and print per-class counts.
 """
 
-import argparse
 import gzip
 import hashlib
 import http.client
@@ -33,6 +32,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from .cli import OneLineParser
 
 # SHA-256 of the raw (decompressed) files; the same bytes whichever source they came from.
 SHA256 = {
@@ -336,7 +337,7 @@ def to_rows(images):
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m gr_numpy.data",
         description="Fetch MNIST if needed, verify it, and print the per-class counts.")
     parser.add_argument("--data-dir", default=None,
