@@ -4,7 +4,7 @@
 
 Takes one batch of MNIST training images, runs the model forward and the decoder backward to get
 dL/dz (N, K), and follows it to the encoder's mu head twice: with routing (dL/dz masked by
-`routing.route_mask`, as `VAE.encoder_backward` does) and without. It prints one table for each:
+`routing.route_gradient`, as `VAE.backward` does) and without. It prints one table for each:
 row c = images of digit c, column k = latent dim k, cell = how much reconstruction gradient
 those images send into the encoder through dim k. With routing only the diagonal is non-zero;
 without it every cell is lit. Nothing is trained or changed. It inspects --checkpoint, else
@@ -26,13 +26,13 @@ from .cli import OneLineParser
 from .data import DataError, load_mnist, to_rows
 from .figures import new_figure, save_figure
 from .model import VAE, VAEConfig
-from .routing import route_mask
+from .routing import route_gradient
 
 DEFAULT_CHECKPOINT = os.path.join("runs", "default", "checkpoint.npz")
 
 CELL_MEANING = """\
 cell [c, k] = mean over the batch's images n of digit c of N * |dmu_recon[n, k]|, where
-  dmu_recon = 1[z > 0] * (route_mask(labels) * dL/dz)  (routed)  or  1[z > 0] * dL/dz  (plain)
+  dmu_recon = 1[z > 0] * route_gradient(dL/dz, labels)  (routed)  or  1[z > 0] * dL/dz  (plain)
 is the reconstruction gradient that enters the encoder through latent dim k, and N * undoes the
 batch mean: the cell is the gradient of an image's own reconstruction loss. '.' = exactly 0."""
 
@@ -40,12 +40,12 @@ batch mean: the cell is the gradient of an image's own reconstruction loss. '.' 
 def recon_gradient_at_mu(model, cache, dz, labels):
     """dz (N, K) = dL_recon/dz, labels (N,) or None -> dmu_recon (N, K), the part that reaches mu.
 
-    The first lines of `VAE.encoder_backward`, stopped at mu and without the KL and L1 terms, so
-    that each image's gradient can be seen before the encoder's layers sum it over the batch: the
-    same call to `route_mask`, then the model's own `sample_backward`.
+    What `VAE.backward` does after the decoder, stopped at mu and without the KL and L1 terms,
+    so that each image's gradient can be seen before the encoder's layers sum it over the batch:
+    the same `route_gradient`, then the model's own `sample_backward`.
     """
     if labels is not None:
-        dz = dz * route_mask(labels, model.config.latent, dtype=dz.dtype)   # the routing step
+        dz = route_gradient(dz, labels)                               # the routing step
     dmu_recon, _ = model.sample_backward(dz, cache)                   # through relu and eps
     return dmu_recon                                                  # (N, K)
 
@@ -105,7 +105,7 @@ def plot_tables(routed, plain, path, subtitle=""):
     fig = new_figure(figsize=(12, 4.9))
     axes = fig.subplots(1, 2)
     for ax, table, title in zip(axes, (routed, plain),
-                                ("with routing: dL/dz * route_mask(labels)",
+                                ("with routing: route_gradient(dL/dz, labels)",
                                  "without routing: dL/dz")):
         image = ax.imshow(table, cmap="magma", vmin=0, vmax=vmax)
         C, K = table.shape
@@ -193,8 +193,8 @@ def main(argv=None):
     print(f"batch | {len(idx)} MNIST training images (seed {args.seed}), noise eps ~ N(0, 1)")
     print(CELL_MEANING)
     print()
-    for line in format_table(routed, counts, "WITH routing: dL/dz * route_mask(labels), as in "
-                                             "VAE.encoder_backward"):
+    for line in format_table(routed, counts, "WITH routing: route_gradient(dL/dz, labels), as in "
+                                             "VAE.backward"):
         print(line)
     print()
     for line in format_table(plain, counts, "WITHOUT routing: dL/dz as it is (a plain VAE)"):

@@ -4,10 +4,10 @@
              -> decoder MLP -> logits (N, D) -> sigmoid -> reconstruction of x
 
 `VAE.loss_and_grads(x, labels, eps)` runs it forwards and backwards. Passing `labels` turns on
-gradient routing: in `encoder_backward`, dL/dz is masked to each image's label column before it
-enters the encoder (see routing.py). Parameters are one plain dict of named arrays and the
-gradients come back in a dict with the same keys. Not here: the optimiser (adam.py), the data
-(data.py), the training loop (train.py).
+gradient routing: in `VAE.backward`, between the decoder's and the encoder's backward passes,
+dL/dz is masked to each image's label column (`routing.route_gradient`). Parameters are one plain
+dict of named arrays and the gradients come back in a dict with the same keys. Not here: the optimiser (adam.py), the data
+(data.py), the training loop (training.py).
 
 Glossary: N batch, D pixels (784), H a hidden width, K latent dims (= classes, 10).
 """
@@ -20,7 +20,7 @@ from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, linear_backward, linear_for
 from .layers import relu_backward, relu_forward, sigmoid_forward
 from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
-from .routing import route_mask
+from .routing import check_labels, route_gradient
 
 
 @dataclass
@@ -151,7 +151,17 @@ class VAE:
         """The forward pass in reverse. labels (N,) turns routing on; None is a plain VAE."""
         grads = {}
         dz = self.decoder_backward(cache, grads)                      # (N, K) dL_recon/dz
-        self.encoder_backward(dz, cache, labels, grads)
+
+        # ---------------------------------------------------------------- GRADIENT ROUTING
+        # The only change from a plain VAE. Zero every column of dL_recon/dz except the image's
+        # label, so the reconstruction error of a "3" reaches the encoder only through latent
+        # dim 3. The KL and L1 gradients (added in encoder_backward) are not routed: they are a
+        # prior on every dim, not a signal about which dim should describe this image.
+        if labels is not None:
+            dz = route_gradient(dz, labels)                           # (N, K)
+        # ----------------------------------------------------------------------------------
+
+        self.encoder_backward(dz, cache, grads)
         return grads
 
     def decoder_backward(self, cache, grads):
@@ -165,18 +175,9 @@ class VAE:
                 grads[f"dec{i}.b"] = db
         return dh
 
-    def encoder_backward(self, dz, cache, labels, grads):
-        """From dL_recon/dz (N, K) back through z, the heads and the encoder; fills grads."""
+    def encoder_backward(self, dz, cache, grads):
+        """From dL/dz (N, K), routed or not, back through z, the heads and the encoder; fills grads."""
         cfg = self.config
-
-        # ---------------------------------------------------------------- GRADIENT ROUTING
-        # The only change from a plain VAE. Zero every column of dL/dz except the image's label,
-        # so the reconstruction error of a "3" reaches the encoder only through latent dim 3.
-        # The KL gradient (added below) is not routed: it is a prior on every dim, not a signal
-        # about which dim should describe this image.
-        if labels is not None:
-            dz = dz * route_mask(labels, cfg.latent, dtype=dz.dtype)
-        # ----------------------------------------------------------------------------------
         dz = dz + cache["dz_l1"]                  # the L1 penalty's gradient, like KL's: unrouted
 
         dmu_z, dlogvar_z = self.sample_backward(dz, cache)            # through z to the heads
@@ -286,12 +287,4 @@ class VAE:
         return np.ascontiguousarray(eps, dtype=self.config.dtype)
 
     def _check_labels(self, labels, N, where):
-        labels = np.asarray(labels)
-        if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{where}: labels must be integers of shape ({N},), "
-                             f"got {labels.dtype} {labels.shape}")
-        K = self.config.latent
-        if N and (labels.min() < 0 or labels.max() >= K):
-            raise ValueError(f"{where}: labels must lie in 0..{K - 1} (one latent dim per "
-                             f"class), got values from {labels.min()} to {labels.max()}")
-        return labels
+        return check_labels(labels, self.config.latent, N, where)

@@ -1,13 +1,29 @@
 """Gradient routing: which latent dims may carry an image's reconstruction gradient to the encoder.
 
 This is the one idea that separates this model from a plain VAE. In backprop, the decoder hands
-back dL/dz of shape (N, K). Before it flows on into the encoder, we multiply it by a mask whose
-row n says which latent dims image n may train. With the one-hot mask below, a "3" can shape the
-encoder only through dim 3, so dim 3 comes to mean "three". The forward pass is untouched, and the
-decoder still learns from all of z. Change only `route_mask` to try another routing.
+back dL_recon/dz of shape (N, K). Before it flows on into the encoder, `route_gradient` multiplies
+it by a mask whose row n says which latent dims image n may train. With the one-hot mask below, the
+reconstruction error of a "3" can shape the encoder only through dim 3, so dim 3 comes to mean
+"three". Only the reconstruction gradient is routed: the KL (and the optional L1) gradient of a "3"
+still reaches every dim. The forward pass is untouched, and the decoder still learns from all of z.
+Change only `route_mask` to try another routing.
 """
 
 import numpy as np
+
+
+def check_labels(labels, K, N=None, where="route_mask"):
+    """labels -> the same labels as an integer array (N,) in 0..K-1, or a one-line ValueError."""
+    labels = np.asarray(labels)
+    shape = f"({N},)" if N is not None else "(N,)"
+    if labels.ndim != 1 or (N is not None and labels.shape[0] != N) \
+            or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{where}: labels must be integers of shape {shape}, "
+                         f"got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f"{where}: labels must lie in 0..{K - 1} (one latent dim per class), "
+                         f"got values from {labels.min()} to {labels.max()}")
+    return labels
 
 
 def route_mask(labels, K, dtype=np.float64):
@@ -15,14 +31,16 @@ def route_mask(labels, K, dtype=np.float64):
 
     Other routings (several dims per class, a class routed to no dim) are a different mask here.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"route_mask: labels must be 1-D (N,), got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"route_mask: labels must be integers, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= K):
-        raise ValueError(f"route_mask: labels must lie in 0..{K - 1} (one latent dim per class), "
-                         f"got values from {labels.min()} to {labels.max()}")
+    labels = check_labels(labels, K)
     mask = np.zeros((labels.shape[0], K), dtype=dtype)
     mask[np.arange(labels.shape[0]), labels] = 1.0
     return mask
+
+
+def route_gradient(dz, labels):
+    """dL_recon/dz (N, K), labels (N,) -> a new (N, K) array: column labels[n] of row n kept, the rest 0.
+
+    The whole of gradient routing in backprop. `VAE.backward` calls it between the decoder's
+    backward pass and the encoder's; the inspector calls it to show what it does.
+    """
+    return dz * route_mask(labels, dz.shape[1], dtype=dz.dtype)

@@ -10,6 +10,7 @@ import pytest
 
 from gr_numpy.inspector import main, recon_gradient_at_mu, routing_table
 from gr_numpy.model import VAE, VAEConfig
+from gr_numpy.routing import route_gradient
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 4
@@ -66,7 +67,7 @@ def test_inspector_gradient_is_what_encoder_backward_uses():
     cache["dlogvar_kl"] = np.zeros_like(cache["dlogvar_kl"])
     dz = model.decoder_backward(cache, {})
     for lab in (labels, None):
-        grads = model.encoder_backward(dz, cache, lab, {})
+        grads = model.encoder_backward(dz if lab is None else route_gradient(dz, lab), cache, {})
         dmu_recon = recon_gradient_at_mu(model, cache, dz, lab)
         np.testing.assert_allclose(dmu_recon.sum(axis=0), grads["mu.b"], rtol=1e-12, atol=1e-15)
 
