@@ -1,13 +1,15 @@
 """Numba kernels for a dense layer, its loss and its optimiser, each behind a checked wrapper.
 
-Each operation is a private jitted body (`_gemm`, `_relu`, ...) that trusts its inputs, and a public
-wrapper (`matmul`, `relu`, ...) that checks them and raises a one-line ValueError. `numpy_ops.py`
-holds the NumPy twin of each one; `tests/test_kernels.py` checks every kernel against its twin.
+Each operation is a private jitted body (`_gemm`, `_relu`, ...) and a public wrapper (`matmul`,
+`relu`, ...) that lays out its arrays and picks the thread count. The wrappers trust their inputs:
+`ops.py` checks every call (checks.py) before it reaches this backend or the NumPy one, so both
+refuse the same bad input. `numpy_ops.py` holds the NumPy twin of each kernel;
+`tests/test_kernels.py` checks every kernel against its twin.
 
 Two kinds of kernel live here:
   * The matrix products, hand-written and blocked for the cache and the registers (no BLAS call),
     with the work that follows a product fused into it: `linear_relu` is relu(x @ W + b) in one
-    pass over memory. `python -m gr_numpy.bench` measures them against NumPy's `@` (OpenBLAS).
+    pass over memory. `python -m bench` measures them against NumPy's `@` (OpenBLAS).
   * Elementwise kernels that do in one pass what NumPy does in several: the ELU/ReLU gradients,
     sigmoid with the reconstruction loss and its gradient, the whole Adam update.
 
@@ -25,6 +27,8 @@ import math
 import numba
 import numpy as np
 from numba import prange
+
+from . import checks
 
 # The one place that sets Numba options. cache=True keeps compiled code on disk, so only the first
 # run pays for compiling. error_model="numpy": a division by zero gives inf or NaN, as in NumPy,
@@ -73,43 +77,13 @@ def _run(kernel, work, threshold, *args):
         numba.set_num_threads(threads)
 
 
-# ---------------------------------------------------------------- checks shared by the wrappers
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _checked(fn, name, x, ndim=2):
-    """Return x as a C-contiguous array after checking it is an ndim-D float32/float64 array."""
-    if not isinstance(x, np.ndarray):
-        raise ValueError(f"{fn}: {name} must be a NumPy array, got {type(x).__name__}")
-    if x.ndim != ndim:
-        raise ValueError(f"{fn}: {name} must be {ndim}-D, got shape {x.shape}")
-    if x.dtype not in _FLOATS:
-        raise ValueError(f"{fn}: {name} has dtype {x.dtype}; expected float32 or float64")
-    return np.ascontiguousarray(x)  # a copy only if x is a strided view, e.g. W.T
-
-
-def _same_dtype(fn, names, a, b):
-    """Raise unless a and b share a dtype (the kernels never mix precisions)."""
-    if a.dtype != b.dtype:
-        raise ValueError(f"{fn}: dtypes differ: {names[0]} is {a.dtype}, {names[1]} is {b.dtype}; "
-                         "expected both float32 or both float64")
-
-
-def _same_shape(fn, names, a, b):
-    """Raise unless a and b have the same shape."""
-    if a.shape != b.shape:
-        raise ValueError(f"{fn}: shapes differ: {names[0]} is {a.shape}, {names[1]} is {b.shape}; "
-                         "expected the same shape")
-
-
 # ---------------------------------------------------------------- a tile that lives in registers
 # A fast product keeps a small tile of its output in CPU registers for the whole loop over k.
 # LLVM does that to an array only if it can prove that nothing else points into it. Numba puts
 # arrays on the heap, behind pointers LLVM cannot see through, so the tile is asked for on the
 # stack instead: `_register_tile(rows, cols, like)` returns a (rows, cols) array of like's dtype
 # whose memory is an LLVM `alloca` in the calling function. Nothing else can reach it, so LLVM
-# promotes the whole tile to registers (`python -m gr_numpy.bench --asm` shows the loop).
+# promotes the whole tile to registers (`python -m bench --asm` shows the loop).
 # rows and cols must be compile-time constants. Without JIT it is an ordinary NumPy array.
 
 if numba.config.DISABLE_JIT:
@@ -234,7 +208,7 @@ def log1p_unit(e):
 
 
 def _checked_1d(fn, x):
-    return _checked(fn, "x", x, ndim=1)
+    return checks.checked(fn, "x", x, ndim=1)
 
 
 @_jit()
@@ -389,16 +363,6 @@ def _gemm(a, b, out, bias, epilogue):
                         row[j] = v
 
 
-def _operands(fn, a, b, names, axes, problem, expected):
-    """Check the two operands of a product: a.shape[axes[0]] must equal b.shape[axes[1]]."""
-    a, b = _checked(fn, names[0], a), _checked(fn, names[1], b)
-    if a.shape[axes[0]] != b.shape[axes[1]]:
-        raise ValueError(f"{fn}: {problem}: {names[0]} is {a.shape}, {names[1]} is {b.shape}; "
-                         f"expected {expected}")
-    _same_dtype(fn, names, a, b)
-    return a, b
-
-
 def _no_bias(a):
     return np.empty(0, dtype=a.dtype)
 
@@ -410,8 +374,6 @@ def _flops(a, b):
 
 def matmul(a, b):
     """(N, K) @ (K, M) -> (N, M): the forward product x @ W."""
-    a, b = _operands("matmul", a, b, ("a", "b"), (1, 0), "inner dimensions differ",
-                     "a (N, K) and b (K, M)")
     out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     _run(_gemm, _flops(a, b), _SERIAL_FLOPS, a, b, out, _no_bias(a), _PLAIN)
     return out
@@ -419,8 +381,6 @@ def matmul(a, b):
 
 def matmul_nt(a, b):
     """(N, M) @ (K, M).T -> (N, K): the input gradient dy @ W.T, without copying W."""
-    a, b = _operands("matmul_nt", a, b, ("a", "b"), (1, 1), "column counts differ",
-                     "a (N, M) and b (K, M)")
     out = np.empty((a.shape[0], b.shape[0]), dtype=a.dtype)
     _run(_gemm, _flops(b, a.T), _SERIAL_FLOPS, b, a.T, out.T, _no_bias(a), _PLAIN)  # W @ dy.T
     return out
@@ -428,24 +388,15 @@ def matmul_nt(a, b):
 
 def matmul_tn(a, b):
     """(N, K).T @ (N, M) -> (K, M): the weight gradient x.T @ dy, without copying x."""
-    a, b = _operands("matmul_tn", a, b, ("a", "b"), (0, 0), "row counts differ",
-                     "a (N, K) and b (N, M)")
     out = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
     _run(_gemm, _flops(a.T, b), _SERIAL_FLOPS, a.T, b, out, _no_bias(a), _PLAIN)
     return out
 
 
-def _linear(fn, x, W, b, epilogue):
-    """The checked fused forward product epilogue(x @ W + b); b None means no bias."""
-    x, W = _operands(fn, x, W, ("x", "W"), (1, 0), "inner dimensions differ",
-                     "x (N, K) and W (K, M)")
+def _linear(x, W, b, epilogue):
+    """The fused forward product epilogue(x @ W + b); b None means no bias."""
     if b is None:
         b = np.zeros(W.shape[1], dtype=W.dtype)
-    b = _checked(fn, "b", b, ndim=1)
-    if b.shape[0] != W.shape[1]:
-        raise ValueError(f"{fn}: b has shape {b.shape}, W is {W.shape}; "
-                         f"expected b of shape ({W.shape[1]},), one value per column of W")
-    _same_dtype(fn, ("W", "b"), W, b)
     out = np.empty((x.shape[0], W.shape[1]), dtype=x.dtype)
     _run(_gemm, _flops(x, W), _SERIAL_FLOPS, x, W, out, b, epilogue)
     return out
@@ -453,17 +404,17 @@ def _linear(fn, x, W, b, epilogue):
 
 def linear(x, W, b=None):
     """(N, K) @ (K, M) + (M,) -> (N, M): x @ W + b, the bias added as the product is stored."""
-    return _linear("linear", x, W, b, _BIAS)
+    return _linear(x, W, b, _BIAS)
 
 
 def linear_relu(x, W, b=None):
     """(N, K), (K, M), (M,) -> (N, M): relu(x @ W + b) in one pass; b None means no bias."""
-    return _linear("linear_relu", x, W, b, _BIAS_RELU)
+    return _linear(x, W, b, _BIAS_RELU)
 
 
 def linear_elu(x, W, b=None):
     """(N, K), (K, M), (M,) -> (N, M): elu(x @ W + b) in one pass; b None means no bias."""
-    return _linear("linear_elu", x, W, b, _BIAS_ELU)
+    return _linear(x, W, b, _BIAS_ELU)
 
 
 # ---------------------------------------------------------------- bias and its gradient
@@ -483,11 +434,6 @@ def _add_bias(y, b):
 
 def add_bias(y, b):
     """(N, M) + (M,) -> (N, M): a new array; b is added to every row."""
-    y, b = _checked("add_bias", "y", y), _checked("add_bias", "b", b, ndim=1)
-    if b.shape[0] != y.shape[1]:
-        raise ValueError(f"add_bias: b has shape {b.shape}, y is {y.shape}; "
-                         f"expected b of shape ({y.shape[1]},), one value per column of y")
-    _same_dtype("add_bias", ("y", "b"), y, b)
     return _add_bias(y, b)
 
 
@@ -504,7 +450,7 @@ def _col_sum(dy):
 
 def col_sum(dy):
     """(N, M) -> (M,): the bias gradient dy.sum(0)."""
-    return _col_sum(_checked("col_sum", "dy", dy))
+    return _col_sum(dy)
 
 
 # ---------------------------------------------------------------- ReLU, ELU and their gradients
@@ -523,7 +469,7 @@ def _relu(x):
 
 def relu(x):
     """(N, M) -> (N, M): a new array max(x, 0)."""
-    return _relu(_checked("relu", "x", x))
+    return _relu(x)
 
 
 # The two gradients below run on every hidden layer of the backward pass, on arrays as large as
@@ -547,10 +493,6 @@ def relu_backward(dout, x):
 
     x may also be the ReLU's output: relu(x) > 0 exactly where x > 0.
     """
-    dout = _checked("relu_backward", "dout", dout)
-    x = _checked("relu_backward", "x", x)
-    _same_shape("relu_backward", ("dout", "x"), dout, x)
-    _same_dtype("relu_backward", ("dout", "x"), dout, x)
     return _run(_relu_backward, x.size, _SERIAL_ELEMENTS, dout, x)
 
 
@@ -571,10 +513,6 @@ def elu_backward(dout, out):
 
     out is the ELU's output, so the backward pass needs no exp.
     """
-    dout = _checked("elu_backward", "dout", dout)
-    out = _checked("elu_backward", "out", out)
-    _same_shape("elu_backward", ("dout", "out"), dout, out)
-    _same_dtype("elu_backward", ("dout", "out"), dout, out)
     return _run(_elu_backward, out.size, _SERIAL_ELEMENTS, dout, out, dout.dtype.type(1))
 
 
@@ -677,22 +615,13 @@ def _sum_rows(row_loss):
     return total / max(row_loss.shape[0], 1)
 
 
-def _loss_inputs(fn, logits, x):
-    logits, x = _checked(fn, "logits", logits), _checked(fn, "x", x)
-    _same_shape(fn, ("logits", "x"), logits, x)
-    _same_dtype(fn, ("logits", "x"), logits, x)
-    return logits, x
-
-
 def bce_with_logits(logits, x):
     """(N, D), (N, D) -> loss (float), dlogits (N, D): Bernoulli cross-entropy, mean over images."""
-    logits, x = _loss_inputs("bce_with_logits", logits, x)
     return _run(_bce_with_logits, logits.size, _SERIAL_ELEMENTS, logits, x)
 
 
 def sse_with_logits(logits, x):
     """(N, D), (N, D) -> loss (float), dlogits (N, D): sum of squared errors of sigmoid(logits)."""
-    logits, x = _loss_inputs("sse_with_logits", logits, x)
     return _run(_sse_with_logits, logits.size, _SERIAL_ELEMENTS, logits, x)
 
 
@@ -724,17 +653,6 @@ def _adam_update(p, g, m, v, lr_c1, beta1, one_minus_beta1, beta2, one_minus_bet
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):
     """Update p, m, v in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     p -= (lr / c1) m / (sqrt(v / c2) + eps). Any shape; all four arrays alike and C-contiguous."""
-    arrays = {"p": p, "g": g, "m": m, "v": v}
-    for name, a in arrays.items():
-        if not isinstance(a, np.ndarray) or a.dtype not in _FLOATS:
-            raise ValueError(f"adam_update: {name} must be a float32 or float64 NumPy array")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"adam_update: {name} must be C-contiguous (it is updated in place)")
-        _same_shape("adam_update", ("p", name), p, a)
-        _same_dtype("adam_update", ("p", name), p, a)
-    for name in ("p", "m", "v"):
-        if not arrays[name].flags.writeable:
-            raise ValueError(f"adam_update: {name} is read-only; it is updated in place")
     f = p.dtype.type   # the scalars in the arrays' precision, as NumPy rounds them
     _run(_adam_update, p.size, _SERIAL_ELEMENTS, p.reshape(-1), g.reshape(-1), m.reshape(-1),
          v.reshape(-1), f(lr / c1), f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(c2), f(eps))

@@ -3,7 +3,8 @@
 The model code is the same for both: it calls `ops.matmul(x, W)` and this module passes the
 call on to `kernels.py` (our Numba kernels, the default) or to `numpy_ops.py` (plain NumPy, the
 reference). Pick one with `set_backend`, `using_backend`, or GR_NUMPY_BACKEND=numpy at import.
-This module holds no maths of its own; the numpy backend checks nothing beyond NumPy's checks.
+This module holds no maths of its own. It checks every input (checks.py) before passing it on,
+so both backends refuse the same bad input with the same one-line ValueError.
 
 Convention, used everywhere: rows are examples (batch first); W is (D_in, D_out); y = x @ W + b.
 Then dW = x.T @ dy (matmul_tn), dx = dy @ W.T (matmul_nt), db = dy.sum(0) (col_sum).
@@ -15,7 +16,7 @@ import os
 
 import numba
 
-from . import kernels, numpy_ops
+from . import checks, kernels, numpy_ops
 
 BACKENDS = {"numba": kernels, "numpy": numpy_ops}
 
@@ -69,72 +70,88 @@ set_backend(os.environ.get("GR_NUMPY_BACKEND", "numba"))
 
 def matmul(a, b):
     """(N, K) @ (K, M) -> (N, M): the forward product x @ W."""
+    a, b = checks.operands("matmul", a, b, ("a", "b"), (1, 0), "inner dimensions differ",
+                           "a (N, K) and b (K, M)")
     return _backend.matmul(a, b)
 
 
 def matmul_nt(a, b):
     """(N, M) @ (K, M).T -> (N, K): the input gradient dy @ W.T."""
+    a, b = checks.operands("matmul_nt", a, b, ("a", "b"), (1, 1), "column counts differ",
+                           "a (N, M) and b (K, M)")
     return _backend.matmul_nt(a, b)
 
 
 def matmul_tn(a, b):
     """(N, K).T @ (N, M) -> (K, M): the weight gradient x.T @ dy."""
+    a, b = checks.operands("matmul_tn", a, b, ("a", "b"), (0, 0), "row counts differ",
+                           "a (N, K) and b (N, M)")
     return _backend.matmul_tn(a, b)
 
 
 def add_bias(y, b):
     """(N, M) + (M,) -> (N, M): a new array."""
-    return _backend.add_bias(y, b)
+    y = checks.checked("add_bias", "y", y)
+    if b is None:
+        raise ValueError("add_bias: b must be a NumPy array, got NoneType")
+    return _backend.add_bias(y, checks.bias("add_bias", b, y, "y"))
 
 
 def col_sum(dy):
     """(N, M) -> (M,): the bias gradient dy.sum(0)."""
-    return _backend.col_sum(dy)
+    return _backend.col_sum(checks.checked("col_sum", "dy", dy))
 
 
 def relu(x):
     """(N, M) -> (N, M): a new array max(x, 0)."""
-    return _backend.relu(x)
+    return _backend.relu(checks.checked("relu", "x", x))
 
 
 def relu_backward(dout, x):
     """(N, M), (N, M) -> (N, M): a new array, dout where x > 0, else 0."""
-    return _backend.relu_backward(dout, x)
+    return _backend.relu_backward(*checks.pair("relu_backward", ("dout", "x"), dout, x))
 
 
 # ---------------------------------------------------------------- fused operations
 # One pass over memory where plain NumPy needs several; the NumPy twins show the maths.
 
+def _linear_inputs(fn, x, W, b):
+    x, W = checks.operands(fn, x, W, ("x", "W"), (1, 0), "inner dimensions differ",
+                           "x (N, K) and W (K, M)")
+    return x, W, checks.bias(fn, b, W, "W")
+
+
 def linear(x, W, b=None):
     """(N, K) @ (K, M) + (M,) -> (N, M): x @ W + b, the bias added as the product is written."""
-    return _backend.linear(x, W, b)
+    return _backend.linear(*_linear_inputs("linear", x, W, b))
 
 
 def linear_relu(x, W, b=None):
     """(N, K), (K, M), (M,) -> (N, M): relu(x @ W + b) (b None: no bias)."""
-    return _backend.linear_relu(x, W, b)
+    return _backend.linear_relu(*_linear_inputs("linear_relu", x, W, b))
 
 
 def linear_elu(x, W, b=None):
     """(N, K), (K, M), (M,) -> (N, M): elu(x @ W + b) (b None: no bias)."""
-    return _backend.linear_elu(x, W, b)
+    return _backend.linear_elu(*_linear_inputs("linear_elu", x, W, b))
 
 
 def elu_backward(dout, out):
     """(N, M), (N, M) -> (N, M): dout * elu'(a), from the ELU's output out (elu' = out + 1 below 0)."""
-    return _backend.elu_backward(dout, out)
+    return _backend.elu_backward(*checks.pair("elu_backward", ("dout", "out"), dout, out))
 
 
 def bce_with_logits(logits, x):
     """(N, D), (N, D) -> loss, dlogits (N, D): Bernoulli cross-entropy and its gradient."""
-    return _backend.bce_with_logits(logits, x)
+    return _backend.bce_with_logits(*checks.pair("bce_with_logits", ("logits", "x"), logits, x))
 
 
 def sse_with_logits(logits, x):
     """(N, D), (N, D) -> loss, dlogits (N, D): squared error of sigmoid(logits), and its gradient."""
-    return _backend.sse_with_logits(logits, x)
+    return _backend.sse_with_logits(*checks.pair("sse_with_logits", ("logits", "x"), logits, x))
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):
     """One Adam step for one parameter, in place on p, m and v."""
+    checks.in_place("adam_update", {"p": p, "g": g, "m": m, "v": v})
     return _backend.adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2)

@@ -1,8 +1,13 @@
-"""Shared pytest fixtures (data only)."""
+"""Shared pytest fixtures (data only), and the repository's root on sys.path for `bench`."""
+
+import sys
+from pathlib import Path
 
 import pytest
 
-from gr_numpy.data import ensure_mnist
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/ is not installed
+
+from gr_numpy.data import ensure_mnist  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
-"""The benchmark module's plumbing (no timings are asserted anywhere: see gr_numpy/bench.py)."""
+"""The benchmark's plumbing (no timings are asserted anywhere: see bench/suite.py)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-from gr_numpy import bench
+from bench import suite as bench
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_spread_is_median_and_quartiles():
 
 
 def test_help_and_a_bad_flag_in_subprocess():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "gr_numpy.bench", *args],
+    run = lambda *args: subprocess.run([sys.executable, "-m", "bench", *args],
                                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     result = run("--help")
     assert result.returncode == 0 and "--quick" in result.stdout

@@ -1,8 +1,8 @@
 """Benchmarks: our Numba kernels against NumPy (OpenBLAS), measured side by side in one run.
 
-    python -m gr_numpy.bench                 # everything, about 8 minutes; table + runs/bench.json
-    python -m gr_numpy.bench --quick         # fewer shapes and repeats, about 3 minutes
-    python -m gr_numpy.bench --asm           # also print the micro-kernel's inner loop
+    python -m bench                 # everything, about 8 minutes; table + runs/bench.json
+    python -m bench --quick         # fewer shapes and repeats, about 3 minutes
+    python -m bench --asm           # also print the micro-kernel's inner loop
 
 What it measures (float32, as the model trains):
   kernels   GFLOPS of matmul (x @ W), matmul_nt (dy @ W.T) and matmul_tn (x.T @ dy) on the large
@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m bench` runs
 PAUSE = 0.3   # seconds of idle between the two libraries' measurements (see the docstring)
 
 # (layer, N, K, M): x (N, K) @ W (K, M) for the large layers of each model, per batch size.
@@ -151,7 +152,7 @@ def machine():
 
 def bench_kernels(batches, repeats, min_seconds, square):
     """GFLOPS of the three products on every large layer, ours and NumPy's, side by side."""
-    from . import kernels
+    from gr_numpy import kernels
     rng = np.random.default_rng(0)
     shapes = [(model, layer, n, k, m) for n in batches for model, layers in LAYERS.items()
               for layer, k, m in layers]
@@ -177,8 +178,8 @@ def bench_kernels(batches, repeats, min_seconds, square):
 
 def bench_fused(repeats, min_seconds):
     """The fused kernels against their NumPy twins, microseconds per call."""
-    from . import kernels, numpy_ops
-    from .model import layer_shapes
+    from gr_numpy import kernels, numpy_ops
+    from gr_numpy.model import layer_shapes
     rng = np.random.default_rng(1)
     x = rng.standard_normal((128, 784)).astype(np.float32)
     W = (rng.standard_normal((784, 512)) * 0.05).astype(np.float32)
@@ -211,7 +212,7 @@ def bench_fused(repeats, min_seconds):
 def model_config(preset):
     """The model of a train.py preset: default 784-512-256-10 with an ELU decoder and BCE;
     reference 784-2048-512-10, ReLU everywhere, biases everywhere, SSE."""
-    from .model import VAEConfig
+    from gr_numpy.model import VAEConfig
     if preset == "default":
         return VAEConfig(kl_weight=0.5)
     return VAEConfig(enc_hidden=(2048, 512), dec_hidden=(512, 2048), dec_act="relu",
@@ -220,9 +221,9 @@ def model_config(preset):
 
 def bench_steps(presets, batch, repeats, steps_per_repeat):
     """Milliseconds per training step (loss_and_grads + Adam) for each backend and preset."""
-    from . import ops
-    from .adam import Adam
-    from .model import VAE
+    from gr_numpy import ops
+    from gr_numpy.adam import Adam
+    from gr_numpy.model import VAE
     rows = []
     for preset in presets:
         rng = np.random.default_rng(2)
@@ -264,9 +265,9 @@ def bench_steps(presets, batch, repeats, steps_per_repeat):
 def child(args):
     """Run in a fresh process by the parent; print one JSON line with what was measured."""
     t_start = float(os.environ["GR_NUMPY_BENCH_T0"])          # the parent's clock at launch
-    from . import ops
-    from .adam import Adam
-    from .model import VAE
+    from gr_numpy import ops
+    from gr_numpy.adam import Adam
+    from gr_numpy.model import VAE
     ops.set_backend(args.backend)
     result = {}
     if args.child == "startup":
@@ -279,8 +280,8 @@ def child(args):
         opt.step(model.params, grads, 1e-3)
         result["seconds"] = time.time() - t_start
     else:                                                      # one epoch of Trainer on MNIST
-        from .data import load_mnist, train_val_split
-        from .training import TrainConfig, Trainer
+        from gr_numpy.data import load_mnist, train_val_split
+        from gr_numpy.training import TrainConfig, Trainer
         images, labels = load_mnist("train")
         tr_x, tr_y, va_x, va_y = train_val_split(images, labels, 5000)
         with tempfile.TemporaryDirectory() as out:
@@ -309,8 +310,8 @@ def peak_rss_mb():
 def in_fresh_process(kind, backend, preset, env=None):
     """Run `child` in a new Python; return its JSON result."""
     full_env = {**os.environ, **(env or {}), "GR_NUMPY_BENCH_T0": repr(time.time())}
-    proc = subprocess.run([sys.executable, "-m", "gr_numpy.bench", "--child", kind,
-                           "--backend", backend, "--preset", preset],
+    proc = subprocess.run([sys.executable, "-m", "bench", "--child", kind,
+                           "--backend", backend, "--preset", preset], cwd=REPO_ROOT,
                           capture_output=True, text=True, env=full_env, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"bench child {kind}/{backend}/{preset} failed:\n{proc.stderr[-2000:]}")
@@ -358,7 +359,7 @@ def bench_startup(repeats):
 def micro_kernel_asm():
     """The innermost loop of the product kernel, as machine code (x86: look for vfmadd...ps)."""
     import numba
-    from . import kernels
+    from gr_numpy import kernels
     gemm = numba.njit(parallel=True, fastmath={"contract"})(kernels._gemm.py_func)  # uncached
     x, W = np.ones((9, 7), np.float32), np.ones((7, 40), np.float32)
     gemm(x, W, np.empty((9, 40), np.float32), np.zeros(40, np.float32), kernels._BIAS_RELU)
@@ -458,8 +459,8 @@ def fmt(s, digits):
 
 
 def build_parser():
-    from .cli import OneLineParser
-    p = OneLineParser(prog="python -m gr_numpy.bench", description=__doc__.splitlines()[0],
+    from gr_numpy.cli import OneLineParser
+    p = OneLineParser(prog="python -m bench", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="batch 128 only, fewer repeats, no square product, one epoch run each")
@@ -520,7 +521,3 @@ def safe_threading_layer(numba):
         return numba.threading_layer()
     except ValueError:       # no parallel kernel has run in this process
         return "not started"
-
-
-if __name__ == "__main__":
-    sys.exit(main())
