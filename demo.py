@@ -9,9 +9,8 @@ is built in gr_numpy/demo_app.py; this file only reads the flags, the checkpoint
 import os
 import sys
 
-from gr_numpy.cli import OneLineParser
-
-DEFAULT_CHECKPOINT = os.path.join("runs", "default", "checkpoint.npz")
+from gr_numpy import cli
+from gr_numpy.cli import DEFAULT_CHECKPOINT, OneLineParser
 
 
 def build_parser():
@@ -20,8 +19,7 @@ def build_parser():
                                     "render the window and an animation to files.")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help=f"the model written by train.py (default: {DEFAULT_CHECKPOINT})")
-    p.add_argument("--data-dir", help="MNIST folder for the test digits (default: $GR_NUMPY_DATA, "
-                                      "else ~/.cache/gr_numpy/mnist); never downloads")
+    cli.add_data_dir(p, fetch=False)
     p.add_argument("--save", metavar="PNG",
                    help="write the window, showing one random test digit, to this image file "
                         "and exit (no screen needed)")
@@ -37,8 +35,7 @@ def build_parser():
 
 def fail(message):
     """One line on stderr, exit code 2: for anything the user can fix."""
-    print(message, file=sys.stderr)
-    sys.exit(2)
+    cli.fail("demo.py", message)
 
 
 def load_test_set(data_dir):

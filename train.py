@@ -50,20 +50,19 @@ def build_parser():
                    help="latent dims; must be 10 (one per digit) when routing")
 
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="fixes the result at a given --threads")
+    g.add_argument("--seed", type=int, default=0, help="fixes the result (numba backend: at any --threads; numpy: at the same --threads)")
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the kernels (0: all cores)")
     g.add_argument("--backend", choices=["numba", "numpy"], default="numba",
                    help="numba: our jitted kernels; numpy: the plain NumPy reference")
-    g.add_argument("--out", default=os.path.join("runs", "default"),
+    g.add_argument("--out", default=cli.DEFAULT_RUN,
                    help="run folder for checkpoint.npz, metrics.json and figures")
     g.add_argument("--resume", action="store_true",
                    help="continue from --out/checkpoint.npz (same flags as the first run)")
     g.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
 
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", help="MNIST folder (default: $GR_NUMPY_DATA, else "
-                                      "~/.cache/gr_numpy/mnist; fetched if missing)")
+    cli.add_data_dir(g)
     g.add_argument("--val-size", type=int, default=5000,
                    help="validation images held out from the end of the 60k training set")
     g.add_argument("--train-subset", type=int, default=0,
@@ -131,13 +130,13 @@ def check_out_dir(out, resume):
         os.remove(probe)
     except OSError as e:
         fail(f"cannot write to --out {out}: {e.strerror}; choose another folder")
-    ckpt = os.path.join(out, "checkpoint.npz")
+    ckpt = cli.checkpoint_in(out)
     if resume and not os.path.isfile(ckpt):
         fail(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
 
 
 def set_threads(n):
-    """Fix the thread count of BLAS and Numba before they start (results depend on it)."""
+    """Fix the thread count of BLAS and Numba before they start (numpy-backend results depend on it)."""
     if n:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS"):
@@ -154,7 +153,6 @@ def main(argv=None):
     t_start = time.perf_counter()
 
     # Heavy imports after the checks: a typo in a flag costs nothing.
-    import numpy as np
     from gr_numpy import ops
     from gr_numpy.checkpoint import CheckpointError
     from gr_numpy.data import DataError, load_mnist, train_val_split
@@ -206,7 +204,7 @@ def main(argv=None):
                "wall_seconds": time.perf_counter() - t_start, "history": trainer.history,
                "model": model_cfg.to_dict(), "train": asdict(train_cfg), "backend": args.backend,
                "threads": ops.get_threads()}
-    write_metrics(os.path.join(args.out, "metrics.json"), metrics)
+    write_metrics(os.path.join(args.out, cli.METRICS_NAME), metrics)
     print(f"test   | acc {100 * test['acc']:.2f}% | mse/pixel {test['mse']:.4f} | per class "
           f"{' '.join(f'{100 * a:.1f}' for a in test['per_class_acc'])}", flush=True)
     if not args.no_figures:
@@ -235,7 +233,7 @@ def eval_only(args):
     from gr_numpy.training import evaluate
 
     ops.set_backend(args.backend)
-    path = args.checkpoint or os.path.join(args.out, "checkpoint.npz")
+    path = args.checkpoint or cli.checkpoint_in(args.out)
     try:
         model = load_model(path)
         images, labels = load_mnist("test", args.data_dir)

@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from gr_numpy.cli import RUNS, OneLineParser
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m bench` runs
 PAUSE = 0.3   # seconds of idle between the two libraries' measurements (see the docstring)
 
@@ -459,7 +461,6 @@ def fmt(s, digits):
 
 
 def build_parser():
-    from gr_numpy.cli import OneLineParser
     p = OneLineParser(prog="python -m bench", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -467,7 +468,7 @@ def build_parser():
     p.add_argument("--only", nargs="+", choices=["kernels", "fused", "steps", "epochs", "startup"],
                    help="run only these parts (default: all)")
     p.add_argument("--repeats", type=int, help="repeats per figure (default: 7, quick: 3)")
-    p.add_argument("--json", default=os.path.join("runs", "bench.json"),
+    p.add_argument("--json", default=os.path.join(RUNS, "bench.json"),
                    help="where to write the results")
     p.add_argument("--asm", action="store_true", help="print the micro-kernel's inner loop")
     p.add_argument("--child", choices=["startup", "epoch"], help=argparse.SUPPRESS)

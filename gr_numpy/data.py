@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import OneLineParser
+from .cli import OneLineParser, add_data_dir, fail
 
 # SHA-256 of the raw (decompressed) files; the same bytes whichever source they came from.
 SHA256 = {
@@ -340,17 +340,14 @@ def main(argv=None):
     parser = OneLineParser(
         prog="python -m gr_numpy.data",
         description="Fetch MNIST if needed, verify it, and print the per-class counts.")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder for the four IDX files "
-                             "(default: $GR_NUMPY_DATA, else ~/.cache/gr_numpy/mnist)")
+    add_data_dir(parser)
     args = parser.parse_args(argv)
     try:
         directory = ensure_mnist(args.data_dir)
         counts = {split: np.bincount(load_mnist(split, directory, fetch=False)[1], minlength=10)
                   for split in SPLITS}
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        fail("python -m gr_numpy.data", str(e))
     print(f"MNIST is in {directory} (4 files, SHA-256 verified)")
     print("digit " + "".join(f"{d:>6}" for d in range(10)) + "   total")
     for split, c in counts.items():

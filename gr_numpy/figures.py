@@ -14,7 +14,6 @@ Glossary: N images, D pixels (784), K latent dims (10), S steps along a traversa
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .checkpoint import CheckpointError, load_model
-from .cli import OneLineParser
+from .cli import DEFAULT_RUN, METRICS_NAME, OneLineParser, add_data_dir, checkpoint_in, fail
 from .data import DataError, load_mnist, to_rows
 
 TRAVERSAL_STEPS = 8          # S: columns of a traversal, from 0 to the dim's high value
@@ -101,7 +100,7 @@ def plot_traversal(model, x, path):
 
 # ---------------------------------------------------------------------------- confusion
 def plot_confusion(confusion, acc, path):
-    """confusion.png: confusion (K, K) counts, rows = true digit, columns = argmax of mu."""
+    """confusion.png: confusion (10, K) counts, rows = true digit 0..9, columns = argmax of mu."""
     confusion = np.asarray(confusion)
     R, C = confusion.shape
     fig = new_figure(figsize=(6.4, 5.6))
@@ -189,21 +188,20 @@ def plot_routing_vs_plain(runs, x, path):
 def build_parser():
     p = OneLineParser(prog="python -m gr_numpy.figures", description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--run", default=os.path.join("runs", "default"),
+    p.add_argument("--run", default=DEFAULT_RUN,
                    help="run folder holding checkpoint.npz and metrics.json (from train.py)")
     p.add_argument("--compare", metavar="RUN",
                    help="a second run folder, trained with --no-routing: also draw "
                         "routing_vs_plain.png")
     p.add_argument("--out", help="folder for the PNGs (default: the --run folder)")
-    p.add_argument("--data-dir", help="MNIST folder (default: $GR_NUMPY_DATA, else "
-                                      "~/.cache/gr_numpy/mnist; fetched if missing)")
+    add_data_dir(p)
     return p
 
 
 def load_run(run_dir):
     """A run folder -> (model, metrics dict). Raises CheckpointError or ValueError (one line)."""
-    model = load_model(Path(run_dir) / "checkpoint.npz")
-    metrics_path = Path(run_dir) / "metrics.json"
+    model = load_model(checkpoint_in(run_dir))
+    metrics_path = Path(run_dir) / METRICS_NAME
     try:
         metrics = json.loads(metrics_path.read_text())
     except FileNotFoundError:
@@ -234,8 +232,7 @@ def main(argv=None):
         other = load_run(args.compare) if args.compare else None
         test_images, test_labels = load_mnist("test", args.data_dir)
     except (CheckpointError, DataError, ValueError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        fail(prog, str(e))
     out = Path(args.out or args.run)
     try:
         test = {"confusion": metrics["confusion"], "acc": metrics["test_acc"]}
@@ -246,8 +243,7 @@ def main(argv=None):
             paths.append(plot_routing_vs_plain(runs, to_rows(test_images),
                                                out / "routing_vs_plain.png"))
     except OSError as e:
-        print(f"{prog}: error: cannot write figures to {out}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        fail(prog, f"cannot write figures to {out}: {e.strerror or e}")
     for path in paths:
         print(f"figure | {path}")
     return 0

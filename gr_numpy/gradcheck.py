@@ -22,11 +22,13 @@ def numerical_gradient(f, x, h=1e-5):
     for _ in it:
         i = it.multi_index
         old = x[i]
-        x[i] = old + h
-        f_plus = f()
-        x[i] = old - h
-        f_minus = f()
-        x[i] = old
+        try:
+            x[i] = old + h
+            f_plus = f()
+            x[i] = old - h
+            f_minus = f()
+        finally:
+            x[i] = old                       # restored even if f raises
         grad[i] = (f_plus - f_minus) / (2 * h)
     return grad
 

@@ -22,13 +22,11 @@ import sys
 import numpy as np
 
 from .checkpoint import CheckpointError, load_model
-from .cli import OneLineParser
+from .cli import DEFAULT_CHECKPOINT, OneLineParser, add_data_dir, fail
 from .data import DataError, load_mnist, to_rows
 from .figures import new_figure, save_figure
 from .model import VAE, VAEConfig
 from .routing import route_gradient
-
-DEFAULT_CHECKPOINT = os.path.join("runs", "default", "checkpoint.npz")
 
 CELL_MEANING = """\
 cell [c, k] = mean over the batch's images n of digit c of N * |dmu_recon[n, k]|, where
@@ -136,8 +134,7 @@ def build_parser():
                         f"freshly initialised default-config model)")
     p.add_argument("--untrained", action="store_true",
                    help="ignore any checkpoint: inspect a freshly initialised default-config model")
-    p.add_argument("--data-dir", help="MNIST folder (default: $GR_NUMPY_DATA, else "
-                                      "~/.cache/gr_numpy/mnist; fetched if missing)")
+    add_data_dir(p)
     p.add_argument("--batch-size", type=int, default=1000,
                    help="training images in the batch (1000 holds every digit)")
     p.add_argument("--seed", type=int, default=0,
@@ -149,15 +146,10 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     prog = "python -m gr_numpy.inspector"
-
-    def fail(message):
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
-
     if args.batch_size < 1:
-        return fail(f"--batch-size must be a positive integer, got {args.batch_size}")
+        fail(prog, f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.untrained and args.checkpoint:
-        return fail("--untrained and --checkpoint exclude each other; pass one")
+        fail(prog, "--untrained and --checkpoint exclude each other; pass one")
 
     if args.untrained or (args.checkpoint is None and not os.path.isfile(DEFAULT_CHECKPOINT)):
         model = VAE(VAEConfig(), rng=np.random.default_rng(args.seed))
@@ -170,17 +162,17 @@ def main(argv=None):
         try:
             model = load_model(path)
         except CheckpointError as e:
-            return fail(str(e))
+            fail(prog, str(e))
         source = path
     cfg = model.config
     if cfg.input_dim != 784 or cfg.latent != 10:
-        return fail(f"the model has input_dim {cfg.input_dim} and latent {cfg.latent}; the "
+        fail(prog, f"the model has input_dim {cfg.input_dim} and latent {cfg.latent}; the "
                     f"inspector needs MNIST (784) and one latent dim per digit (10)")
 
     try:
         images, labels = load_mnist("train", args.data_dir)
     except DataError as e:
-        return fail(str(e))
+        fail(prog, str(e))
     rng = np.random.default_rng(args.seed)
     idx = np.sort(rng.choice(len(images), size=min(args.batch_size, len(images)), replace=False))
     x = to_rows(images[idx])                                          # (N, 784)
@@ -203,7 +195,7 @@ def main(argv=None):
         try:
             path = plot_tables(routed, plain, args.plot, subtitle=f"model: {source}")
         except OSError as e:
-            return fail(f"cannot write --plot {args.plot}: {e.strerror or e}")
+            fail(prog, f"cannot write --plot {args.plot}: {e.strerror or e}")
         print(f"\nplot  | {path}")
     return 0
 

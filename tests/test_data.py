@@ -250,7 +250,8 @@ def test_command_line_error_is_one_line_and_exit_2(tmp_path):
     assert run.stdout == ""
     assert "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: MNIST is incomplete in") and "train-images-idx3-ubyte" in last
+    assert last.startswith("python -m gr_numpy.data: error: MNIST is incomplete in")
+    assert "train-images-idx3-ubyte" in last
     assert not (tmp_path / "train-images-idx3-ubyte").exists()
 
 

@@ -302,7 +302,7 @@ def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "nothing.npz"
     run = run_demo("--checkpoint", path, "--save", tmp_path / "x.png")
     assert run.returncode == 2
-    assert run.stderr == f"no trained model at {path} — run `python train.py` first\n"
+    assert run.stderr == f"demo.py: error: no trained model at {path} — run `python train.py` first\n"
     assert not (tmp_path / "x.png").exists()
 
 

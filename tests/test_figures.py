@@ -118,6 +118,8 @@ def test_cli_redraws_a_run_and_the_comparison(mnist_dir, tmp_path, capsys):
 def test_cli_incomplete_run_is_one_line_and_exit_2(tmp_path, capsys, remove, message):
     run = make_run(tmp_path / "run", True, seed=0)
     (run / remove).unlink()
-    assert figures.main(["--run", str(run)]) == 2
+    with pytest.raises(SystemExit) as stop:
+        figures.main(["--run", str(run)])
+    assert stop.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err

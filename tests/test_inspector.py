@@ -118,11 +118,15 @@ def test_cli_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
 def test_cli_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "checkpoint.npz"
     bad.write_bytes(b"not a zip file at all")
-    assert main(["--checkpoint", str(bad)]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(bad)])
+    assert stop.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "not a readable checkpoint" in err
 
 
 def test_cli_untrained_and_checkpoint_exclude_each_other(tmp_path, capsys):
-    assert main(["--untrained", "--checkpoint", str(tmp_path / "c.npz")]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["--untrained", "--checkpoint", str(tmp_path / "c.npz")])
+    assert stop.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

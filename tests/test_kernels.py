@@ -107,7 +107,7 @@ def test_product_accepts_strided_views(form):
 
 @pytest.mark.parametrize("form", FORMS)
 def test_product_is_bit_identical_across_calls_and_thread_counts(form):
-    # Each thread owns whole output rows and sums each element in a fixed order, so the result
+    # Each thread owns whole output tiles and sums each element in a fixed order, so the result
     # does not depend on the run or on the thread count.
     shape = LAYER_SHAPES[0] if JIT_ENABLED else SMALL_SHAPES[-1]
     a, b = FORMS[form](*layer_arrays(shape, np.float32))
@@ -306,8 +306,8 @@ UNIT = np.concatenate([np.logspace(-300, 0, 3001), [0.0, np.sqrt(2) - 1, np.next
                                                    ("log1p_unit", np.log1p, UNIT)])
 def test_vectorised_math_matches_numpy(name, numpy_fn, grid, dtype):
     # The kernels' own exp, expm1 and log1p (plain arithmetic, so loops that use them vectorise):
-    # within 2 units in the last place of NumPy's in float64, and correctly rounded in float32
-    # (they compute in float64). Grids cover the ranges the kernels use, log-spaced.
+    # within 2 units in the last place of NumPy's in float64, and within half a unit of the exact
+    # value in float32 (they compute in float64), at every point of these grids. Grids cover the ranges the kernels use, log-spaced.
     x = grid.astype(dtype)
     x = x[(x != 0) | (grid == 0)]                      # float32 flushes the tiny ones to 0
     got = inputs_unchanged(getattr(kernels, name), x)

@@ -1,7 +1,6 @@
 """Training: it learns on real MNIST, resumes exactly, and never loses a good checkpoint."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
