@@ -10,12 +10,14 @@ import os
 import sys
 
 from gr_numpy import cli
-from gr_numpy.cli import DEFAULT_CHECKPOINT, OneLineParser
+from gr_numpy.cli import DEFAULT_CHECKPOINT, OneLineParser, int_in
+
+PROG = "demo.py"
 
 
 def build_parser():
     p = OneLineParser(
-        prog="demo.py", description="Explore a trained model's latent code in a window, or "
+        prog=PROG, description="Explore a trained model's latent code in a window, or "
                                     "render the window and an animation to files.")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help=f"the model written by train.py (default: {DEFAULT_CHECKPOINT})")
@@ -25,17 +27,17 @@ def build_parser():
                         "and exit (no screen needed)")
     p.add_argument("--morph", metavar="GIF",
                    help="write an animation of the code sweeping from digit 0 to digit 9 and exit")
-    p.add_argument("--morph-frames", type=int, default=91,
+    p.add_argument("--morph-frames", type=int_in(2, 10_000), default=91,
                    help="frames in the --morph animation (default: 91, ten per step from one "
                         "digit to the next)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0,
                    help="seeds the choice of random test digits (default: 0)")
     return p
 
 
 def fail(message):
     """One line on stderr, exit code 2: for anything the user can fix."""
-    cli.fail("demo.py", message)
+    cli.fail(PROG, message)
 
 
 def load_test_set(data_dir):
@@ -71,11 +73,14 @@ def open_window_figure():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.morph_frames < 2:
-        fail(f"--morph-frames must be at least 2, got {args.morph_frames}")
     # The cheap checks come before the heavy imports: a mistake costs nothing.
+    if os.path.isdir(args.checkpoint):
+        fail(f"--checkpoint {args.checkpoint} is a folder; give the checkpoint file itself")
     if not os.path.isfile(args.checkpoint):
         fail(f"no trained model at {args.checkpoint} — run `python train.py` first")
+    for flag, path in (("--save", args.save), ("--morph", args.morph)):
+        if path:
+            cli.output_file(PROG, flag, path)
     interactive = not (args.save or args.morph)
     import matplotlib
     if not interactive:

@@ -8,12 +8,15 @@ Writes to --out: checkpoint.npz (resumable, with its config), metrics.json, and 
 
 import argparse
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict
 
 from gr_numpy import cli
-from gr_numpy.cli import OneLineParser
+from gr_numpy.cli import OneLineParser, float_in, int_in
+
+PROG = "train.py"
 
 # Presets: the model and training settings each recipe changes (flags given explicitly win).
 PRESETS = {
@@ -28,30 +31,34 @@ PRESETS = {
 
 
 def build_parser():
-    p = OneLineParser(prog="train.py", description=__doc__.splitlines()[0],
+    p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("recipe")
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting recipe; the flags below override its settings")
-    g.add_argument("--epochs", type=int, help="passes over the training set (preset: 25 / 100)")
-    g.add_argument("--batch-size", type=int, default=128, help="images per Adam step")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the first epoch")
-    g.add_argument("--lr-decay", type=float, default=0.95,
+    g.add_argument("--epochs", type=int_in(1, 100_000),
+                   help="passes over the training set (preset: 25 / 100)")
+    g.add_argument("--batch-size", type=int_in(1, 60_000), default=128,
+                   help="images per Adam step")
+    g.add_argument("--lr", type=float_in(0, 1, lo_open=True), default=1e-3,
+                   help="Adam learning rate of the first epoch")
+    g.add_argument("--lr-decay", type=float_in(0, 1, lo_open=True), default=0.95,
                    help="the learning rate is multiplied by this after every epoch")
     g.add_argument("--hidden", help="encoder hidden widths, input side first, e.g. 512,256; the "
                                     "decoder mirrors them (preset: 512,256 / 2048,512)")
     g.add_argument("--dec-act", choices=["relu", "elu"], help="decoder hidden activation")
-    g.add_argument("--kl-weight", type=float, help="weight of the KL term (preset: 0.5 / 0.2)")
-    g.add_argument("--l1-weight", type=float,
+    g.add_argument("--kl-weight", type=float_in(0, 1000),
+                   help="weight of the KL term (preset: 0.5 / 0.2)")
+    g.add_argument("--l1-weight", type=float_in(0, 1000),
                    help="weight of an L1 penalty on z, label-free and unrouted (preset: 0)")
     g.add_argument("--no-routing", action="store_true",
                    help="ablation: a plain VAE, labels unused during training")
-    g.add_argument("--latent", type=int, default=10,
+    g.add_argument("--latent", type=int_in(1, 10_000), default=10,
                    help="latent dims; must be 10 (one per digit) when routing")
 
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="fixes the result (numba backend: at any --threads; numpy: at the same --threads)")
-    g.add_argument("--threads", type=int, default=0,
+    g.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="fixes the result (numba backend: at any --threads; numpy: at the same --threads)")
+    g.add_argument("--threads", type=int_in(0, os.cpu_count() or 1), default=0,
                    help="CPU threads for the kernels (0: all cores)")
     g.add_argument("--backend", choices=["numba", "numpy"], default="numba",
                    help="numba: our jitted kernels; numpy: the plain NumPy reference")
@@ -59,13 +66,15 @@ def build_parser():
                    help="run folder for checkpoint.npz, metrics.json and figures")
     g.add_argument("--resume", action="store_true",
                    help="continue from --out/checkpoint.npz (same flags as the first run)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds a checkpoint, replacing that model")
     g.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
 
     g = p.add_argument_group("data")
     cli.add_data_dir(g)
-    g.add_argument("--val-size", type=int, default=5000,
+    g.add_argument("--val-size", type=int_in(0, 59_999), default=5000,
                    help="validation images held out from the end of the 60k training set")
-    g.add_argument("--train-subset", type=int, default=0,
+    g.add_argument("--train-subset", type=int_in(0, 60_000), default=0,
                    help="train on only the first N training images (0: all); for quick tries")
 
     g = p.add_argument_group("evaluation")
@@ -77,7 +86,7 @@ def build_parser():
 
 def fail(message):
     """One line on stderr, exit code 2: for anything the user can fix before work starts."""
-    cli.fail("train.py", message)
+    cli.fail(PROG, message)
 
 
 def resolve(args):
@@ -92,24 +101,20 @@ def resolve(args):
         fail(f"--hidden must be comma-separated positive integers like 512,256, got {args.hidden!r}")
     if not hidden or min(hidden) < 1:
         fail(f"--hidden must be comma-separated positive integers like 512,256, got {args.hidden!r}")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if not args.lr > 0:
-        fail(f"--lr must be positive, got {args.lr}")
-    if not 0 < args.lr_decay <= 1:
-        fail(f"--lr-decay must be in (0, 1], got {args.lr_decay}")
-    if args.kl_weight < 0 or args.l1_weight < 0:
-        fail(f"--kl-weight and --l1-weight must be >= 0, got {args.kl_weight}, {args.l1_weight}")
-    if args.latent < 1:
-        fail(f"--latent must be a positive integer, got {args.latent}")
+    if max(hidden) > 100_000:
+        fail(f"--hidden widths must be at most 100000, got {args.hidden!r}")
     if not args.no_routing and args.latent != 10:
         fail(f"routing needs one latent dim per digit: --latent must be 10, got {args.latent} "
              f"(or pass --no-routing)")
-    if args.threads < 0:
-        fail(f"--threads must be >= 0, got {args.threads}")
-    if not 0 <= args.val_size < 60000 or args.train_subset < 0:
-        fail("--val-size must be in 0..59999 and --train-subset >= 0")
+    if args.train_subset > 60_000 - args.val_size:
+        fail(f"--train-subset {args.train_subset} is more than the {60_000 - args.val_size} "
+             f"training images left after --val-size {args.val_size}")
+    if args.data_dir and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        fail(f"--data-dir {args.data_dir} is a file; give the folder that holds (or will hold) "
+             f"the MNIST files")
+    if args.resume and args.overwrite:
+        fail("--resume continues the run in --out and --overwrite replaces it; pass one")
+    check_memory(hidden, args.latent, args.batch_size)
     model = dict(input_dim=784, enc_hidden=hidden, dec_hidden=hidden[::-1], latent=args.latent,
                  enc_act="relu", dec_act=args.dec_act, dec_hidden_bias=preset["dec_hidden_bias"],
                  relu_z=True, recon=preset["recon"], recon_weight=preset["recon_weight"],
@@ -120,19 +125,48 @@ def resolve(args):
     return model, train
 
 
-def check_out_dir(out, resume):
-    """Create --out and prove it is writable, or fail with one line."""
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        fail(f"cannot write to --out {out}: {e.strerror}; choose another folder")
+def check_memory(hidden, latent, batch_size):
+    """Refuse a model whose training would not fit in the memory this machine has free.
+
+    Counted in float32: parameters, their gradients and Adam's two moments (4 copies); the
+    activations, caches and gradients of a batch (or of a 1000-image evaluation batch), about
+    six arrays per layer width; the MNIST arrays; and ~400 MB for Python, NumPy and Numba.
+    """
+    widths = (784,) + hidden + (latent,)
+    params = sum(a * b + b for a, b in zip(widths, widths[1:])) * 2 + latent * hidden[-1]
+    rows = max(batch_size, 1000)
+    need = 4 * (4 * params + 6 * rows * 2 * sum(widths)) + 70_000 * 784 + 400 * 2**20
+    have = cli.available_memory()
+    if have is not None and need > have:
+        fail(f"this model (--hidden {','.join(map(str, hidden))}, --batch-size {batch_size}) "
+             f"needs about {need / 2**30:.1f} GiB of memory and {have / 2**30:.1f} GiB is free; "
+             f"use smaller --hidden or --batch-size")
+
+
+def claim_out_dir(out, resume, overwrite):
+    """Create --out, lock it for this run, and refuse to replace a model in it by accident.
+
+    Returns the lock, held until the process ends. A second training process on the same
+    folder, or a fresh start where a checkpoint already is, stops here with one line.
+    """
+    from gr_numpy.runfolder import RunFolderBusy, RunLock
+
     ckpt = cli.checkpoint_in(out)
     if resume and not os.path.isfile(ckpt):
         fail(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
+    cli.output_dir(PROG, "--out", out)
+    try:
+        lock = RunLock(out).acquire()
+    except (RunFolderBusy, OSError) as e:
+        fail(str(e))
+    if os.path.exists(ckpt) and not (resume or overwrite):
+        fail(f"{out} already holds a trained model ({ckpt}); continue it with --resume, train "
+             f"into a new --out DIR, or replace it with --overwrite")
+    if overwrite:
+        metrics = os.path.join(out, cli.METRICS_NAME)
+        if os.path.exists(metrics):
+            os.remove(metrics)          # the old test scores no longer describe the folder's model
+    return lock
 
 
 def set_threads(n):
@@ -148,7 +182,17 @@ def main(argv=None):
     if args.eval_only:
         return eval_only(args)
     model_cfg, train_cfg = resolve(args)
-    check_out_dir(args.out, args.resume)
+    lock = claim_out_dir(args.out, args.resume, args.overwrite)
+    try:
+        return train(args, model_cfg, train_cfg)
+    finally:
+        lock.release()
+
+
+def train(args, model_cfg, train_cfg):
+    """Load the data, train (or resume), score the test set once, write metrics and figures."""
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # over a file-size limit: an OSError, not a kill
     set_threads(args.threads)
     t_start = time.perf_counter()
 
@@ -157,7 +201,8 @@ def main(argv=None):
     from gr_numpy.checkpoint import CheckpointError
     from gr_numpy.data import DataError, load_mnist, train_val_split
     from gr_numpy.model import VAEConfig
-    from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged, evaluate, write_metrics
+    from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged, evaluate, warm_up
+    from gr_numpy.training import write_metrics
 
     ops.set_backend(args.backend)
     model_cfg, train_cfg = VAEConfig(**model_cfg), TrainConfig(**train_cfg)
@@ -180,6 +225,17 @@ def main(argv=None):
     print(f"data   | {len(tr_x)} train, {len(va_x)} validation, {len(test_images)} test "
           f"images | {time.perf_counter() - t_start:.1f} s", flush=True)
 
+    if args.backend == "numba":
+        from gr_numpy.kernels import compiled_code_on_disk
+        cold = not compiled_code_on_disk()
+        if cold:
+            print("compile| compiling the kernels, once: about 20 s", flush=True)
+        t_compile = time.perf_counter()
+        warm_up(model_cfg.dtype)
+        if cold:
+            print(f"compile| done in {time.perf_counter() - t_compile:.1f} s; later runs load the "
+                  f"compiled code from disk", flush=True)
+
     trainer = Trainer(model_cfg, train_cfg, tr_x, tr_y, va_x, va_y, args.out)
     if args.resume:
         try:
@@ -191,12 +247,18 @@ def main(argv=None):
     try:
         finished = trainer.run()
     except TrainingDiverged as e:
-        print(f"train.py: stopped: {e}", file=sys.stderr)
+        print(f"{PROG}: stopped: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:                  # the disk filled up, a file-size limit, a lost folder
+        print(f"{PROG}: stopped: cannot write {e.filename or trainer.checkpoint_path}: "
+              f"{e.strerror or e}; the previous checkpoint (if any) is intact; free some space "
+              f"and continue with --resume", file=sys.stderr)
         return 1
     if not finished:
-        print(f"\ninterrupted: saved epoch {trainer.epoch + 1}, step {trainer.step} to "
+        name = signal.Signals(trainer.stop_signal).name
+        print(f"\ninterrupted by {name}: saved epoch {trainer.epoch + 1}, step {trainer.step} to "
               f"{trainer.checkpoint_path}; continue with the same flags plus --resume", flush=True)
-        return 130
+        return 128 + trainer.stop_signal
 
     test = evaluate(trainer.model, test_images, test_labels)
     metrics = {"test_acc": test["acc"], "test_mse": test["mse"],
@@ -204,11 +266,17 @@ def main(argv=None):
                "wall_seconds": time.perf_counter() - t_start, "history": trainer.history,
                "model": model_cfg.to_dict(), "train": asdict(train_cfg), "backend": args.backend,
                "threads": ops.get_threads()}
-    write_metrics(os.path.join(args.out, cli.METRICS_NAME), metrics)
     print(f"test   | acc {100 * test['acc']:.2f}% | mse/pixel {test['mse']:.4f} | per class "
           f"{' '.join(f'{100 * a:.1f}' for a in test['per_class_acc'])}", flush=True)
-    if not args.no_figures:
-        write_figures(trainer, test_images, test_labels, test, args.out)
+    try:
+        write_metrics(os.path.join(args.out, cli.METRICS_NAME), metrics)
+        if not args.no_figures:
+            write_figures(trainer, test_images, test_labels, test, args.out)
+    except OSError as e:
+        print(f"{PROG}: cannot write {e.filename or args.out}: {e.strerror or e}; the trained "
+              f"model is saved in {trainer.checkpoint_path} (score it with --eval-only)",
+              file=sys.stderr)
+        return 1
     print(f"done   | {metrics['wall_seconds']:.1f} s wall | {args.out}", flush=True)
     return 0
 
@@ -234,6 +302,8 @@ def eval_only(args):
 
     ops.set_backend(args.backend)
     path = args.checkpoint or cli.checkpoint_in(args.out)
+    if os.path.isdir(path):
+        fail(f"--checkpoint {path} is a folder; give the checkpoint file itself")
     try:
         model = load_model(path)
         images, labels = load_mnist("test", args.data_dir)

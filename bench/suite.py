@@ -38,8 +38,10 @@ import time
 
 import numpy as np
 
-from gr_numpy.cli import RUNS, OneLineParser
+from gr_numpy.cli import RUNS, OneLineParser, int_in, output_file
+from gr_numpy.files import write_atomically
 
+DEFAULT_JSON = os.path.join(RUNS, "bench.json")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m bench` runs
 PAUSE = 0.3   # seconds of idle between the two libraries' measurements (see the docstring)
 
@@ -467,8 +469,8 @@ def build_parser():
                    help="batch 128 only, fewer repeats, no square product, one epoch run each")
     p.add_argument("--only", nargs="+", choices=["kernels", "fused", "steps", "epochs", "startup"],
                    help="run only these parts (default: all)")
-    p.add_argument("--repeats", type=int, help="repeats per figure (default: 7, quick: 3)")
-    p.add_argument("--json", default=os.path.join(RUNS, "bench.json"),
+    p.add_argument("--repeats", type=int_in(1, 1000), help="repeats per figure (default: 7, quick: 3)")
+    p.add_argument("--json", default=DEFAULT_JSON,
                    help="where to write the results")
     p.add_argument("--asm", action="store_true", help="print the micro-kernel's inner loop")
     p.add_argument("--child", choices=["startup", "epoch"], help=argparse.SUPPRESS)
@@ -481,6 +483,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.child:
         return child(args)
+    if args.json == DEFAULT_JSON:
+        os.makedirs(RUNS, exist_ok=True)
+    output_file("python -m bench", "--json", args.json)      # before minutes of measuring
     import numba
     parts = args.only or ["kernels", "fused", "steps", "epochs", "startup"]
     repeats = args.repeats or (3 if args.quick else 7)
@@ -508,9 +513,14 @@ def main(argv=None):
         results["startup"] = bench_startup(2 if args.quick else 3)
     results["machine"]["numba_threading_layer"] = safe_threading_layer(numba)
     results["machine"]["load_average_end"] = os.getloadavg()[0]
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
+    text = json.dumps(results, indent=1).encode()
+    try:
+        write_atomically(args.json, lambda f: f.write(text))
+    except OSError as e:
+        print(f"python -m bench: error: cannot write --json {args.json}: {e.strerror or e}",
+              file=sys.stderr)
+        print(table(results))
+        return 1
     print()
     print(table(results))
     print(f"\nwrote {args.json}")

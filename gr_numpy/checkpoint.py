@@ -8,11 +8,12 @@ checkpoint. Loading uses `allow_pickle=False`: a checkpoint file can never run c
 """
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .files import write_atomically
 
 FORMAT = "gr-numpy-checkpoint"
 VERSION = 1
@@ -30,12 +31,7 @@ def save_checkpoint(path, params, meta, adam_state=None, arrays=None):
     contents.update({f"array/{k}": v for k, v in (arrays or {}).items()})
     meta = dict(meta, format=FORMAT, version=VERSION)
     contents["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **contents)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)                   # atomic on POSIX: readers see old or new, never half
+    write_atomically(path, lambda f: np.savez(f, **contents))   # readers see old or new, never half
 
 
 def load_checkpoint(path):
@@ -66,7 +62,21 @@ def load_checkpoint(path):
         kind, _, name = key.partition("/")
         if kind in parts:
             parts[kind][name] = value
+    for kind in ("param", "adam"):
+        for name, value in parts[kind].items():
+            _check_numbers(path, f"{kind}/{name}", value)
     return parts["param"], meta, parts["adam"], parts["array"]
+
+
+def _check_numbers(path, key, value):
+    """A stored parameter or optimiser array must be finite float32/float64 numbers."""
+    if value.dtype not in (np.float32, np.float64) and not (key == "adam/t" and
+                                                            np.issubdtype(value.dtype, np.integer)):
+        raise CheckpointError(f"{path}: {key} holds {value.dtype} values, not float32 or float64; "
+                              f"the file is damaged or not from gr-numpy — train again")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise CheckpointError(f"{path}: {key} holds NaN or inf values; the model is broken — "
+                              f"train again, or use another checkpoint")
 
 
 def load_model(path):

@@ -38,3 +38,97 @@ def add_data_dir(parser, fetch=True):
     then = "fetched if missing" if fetch else "never downloads"
     parser.add_argument("--data-dir", help="MNIST folder (default: $GR_NUMPY_DATA, else "
                                            f"~/.cache/gr_numpy/mnist; {then})")
+
+
+# ---------------------------------------------------------------- flag values, checked at parse time
+# argparse calls these as `type=`: a bad value becomes one line, `prog: error: argument --flag:
+# ...`, before any work. NaN and inf are refused wherever a float is taken.
+
+def int_in(lo, hi):
+    """An argparse type: an integer from lo to hi."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {lo} to {hi}, "
+                                             f"got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def float_in(lo, hi, lo_open=False):
+    """An argparse type: a finite number in [lo, hi], or (lo, hi] with lo_open."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, "
+                                             f"got {text!r}") from None
+        if not (lo < value if lo_open else lo <= value) or not value <= hi:  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text}")
+        return value
+    parse.__name__ = "float"
+    return parse
+
+
+# ---------------------------------------------------------------- paths, checked before any work
+
+def output_file(prog, flag, path):
+    """Refuse (one line, exit 2) an output file path that cannot be written; return it unchanged."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        fail(prog, f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, 'out')}")
+    if not os.path.isdir(parent):
+        what = "is a file, not a folder" if os.path.exists(parent) else "does not exist"
+        fail(prog, f"{flag} {path}: the folder {parent} {what}; create it or choose another path")
+    if not os.access(parent, os.W_OK):
+        fail(prog, f"{flag} {path}: the folder {parent} is not writable; choose another path")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        fail(prog, f"{flag} {path} exists and is read-only; choose another path")
+    return path
+
+
+def output_dir(prog, flag, path):
+    """Create the folder if needed and prove it writable, or refuse in one line (exit 2)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        fail(prog, f"{flag} {path} is a file, not a folder; choose another path")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        fail(prog, f"cannot write to {flag} {path}: {e.strerror or e}; choose another folder")
+    return path
+
+
+def input_file(prog, flag, path, hint=""):
+    """Refuse (one line, exit 2) an input path that is missing or not a readable file."""
+    if os.path.isdir(path):
+        fail(prog, f"{flag} {path} is a folder; give the file itself{hint}")
+    if not os.path.isfile(path):
+        fail(prog, f"{flag}: no file at {path}{hint}")
+    if not os.access(path, os.R_OK):
+        fail(prog, f"{flag} {path} is not readable; check its permissions")
+    return path
+
+
+def available_memory():
+    """Bytes of memory a new allocation can still get (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

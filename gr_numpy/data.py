@@ -267,8 +267,18 @@ def ensure_mnist(data_dir=None):
     raises DataError when something is still missing after that.
     """
     directory = resolve_data_dir(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"the data folder {directory} is a file; point --data-dir or "
+                        f"GR_NUMPY_DATA at a folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the data folder {directory}: {e.strerror or e}; "
+                        f"choose another --data-dir") from None
     missing = missing_files(directory)
+    if missing and not os.access(directory, os.W_OK):
+        raise DataError(f"MNIST is incomplete in {directory} (missing {', '.join(missing)}) and "
+                        f"the folder is not writable; choose another --data-dir")
     if missing and os.environ.get("GR_NUMPY_NO_DOWNLOAD", "") not in ("", "0"):
         log("GR_NUMPY_NO_DOWNLOAD is set; not fetching")
     elif missing:

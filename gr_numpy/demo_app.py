@@ -18,6 +18,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.widgets import Button, Slider
 
 from .data import to_rows
+from .files import save_atomically
 
 SIDE = 28                     # images are SIDE x SIDE = D pixels
 FIGSIZE = (12, 7)             # inches; `save` writes FIGSIZE * DPI pixels
@@ -181,7 +182,8 @@ def write_morph(model, typical, path, frames=91, fps=12):
             bar.set_height(value)
         return [shown, *bars]
 
-    FuncAnimation(fig, update, frames=frames, blit=False).save(path, writer=PillowWriter(fps=fps))
+    animation = FuncAnimation(fig, update, frames=frames, blit=False)
+    save_atomically(path, lambda tmp: animation.save(tmp, writer=PillowWriter(fps=fps)))
     plt.close(fig)
 
 
@@ -393,4 +395,4 @@ class Demo:
     # ---------------------------------------------------------------- output
     def save(self, path):
         """Render the window to an image file of FIGSIZE * DPI pixels."""
-        self.fig.savefig(path, dpi=DPI)
+        save_atomically(path, lambda tmp: self.fig.savefig(tmp, dpi=DPI))

@@ -24,7 +24,9 @@ from matplotlib.ticker import MaxNLocator
 
 from .checkpoint import CheckpointError, load_model
 from .cli import DEFAULT_RUN, METRICS_NAME, OneLineParser, add_data_dir, checkpoint_in, fail
+from .cli import output_dir
 from .data import DataError, load_mnist, to_rows
+from .files import write_atomically
 
 TRAVERSAL_STEPS = 8          # S: columns of a traversal, from 0 to the dim's high value
 HIGH_PERCENTILE = 99         # a dim's "high value" is this percentile of its test codes
@@ -42,7 +44,7 @@ def save_figure(fig, path):
     """Write fig as a PNG at path (folders created) -> path as a str."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return str(path)
 
 
@@ -226,6 +228,9 @@ def run_title(run_dir, metrics):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     prog = "python -m gr_numpy.figures"
+    if not Path(args.run).is_dir():
+        fail(prog, f"--run {args.run} is not a run folder; train one with `python train.py`")
+    output_dir(prog, "--out", args.out or args.run)
 
     try:
         model, metrics = load_run(args.run)

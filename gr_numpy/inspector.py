@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from .checkpoint import CheckpointError, load_model
-from .cli import DEFAULT_CHECKPOINT, OneLineParser, add_data_dir, fail
+from .cli import DEFAULT_CHECKPOINT, OneLineParser, add_data_dir, fail, int_in, output_file
 from .data import DataError, load_mnist, to_rows
 from .figures import new_figure, save_figure
 from .model import VAE, VAEConfig
@@ -135,9 +135,9 @@ def build_parser():
     p.add_argument("--untrained", action="store_true",
                    help="ignore any checkpoint: inspect a freshly initialised default-config model")
     add_data_dir(p)
-    p.add_argument("--batch-size", type=int, default=1000,
+    p.add_argument("--batch-size", type=int_in(1, 60_000), default=1000,
                    help="training images in the batch (1000 holds every digit)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0,
                    help="picks the batch, the noise eps and the fresh model's initial weights")
     p.add_argument("--plot", metavar="PNG", help="also draw both tables as heatmaps into PNG")
     return p
@@ -146,8 +146,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     prog = "python -m gr_numpy.inspector"
-    if args.batch_size < 1:
-        fail(prog, f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.plot:
+        output_file(prog, "--plot", args.plot)
     if args.untrained and args.checkpoint:
         fail(prog, "--untrained and --checkpoint exclude each other; pass one")
 

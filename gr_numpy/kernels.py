@@ -23,6 +23,7 @@ to many.
 """
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -656,3 +657,16 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):
     f = p.dtype.type   # the scalars in the arrays' precision, as NumPy rounds them
     _run(_adam_update, p.size, _SERIAL_ELEMENTS, p.reshape(-1), g.reshape(-1), m.reshape(-1),
          v.reshape(-1), f(lr / c1), f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(c2), f(eps))
+
+
+def compiled_code_on_disk():
+    """True if Numba's on-disk cache already holds the product kernel compiled from this file.
+
+    Asks Numba's cache (an internal of Numba's, so any surprise answers False): then the first
+    call will load rather than compile, and `train.py` need not warn about a 20-second pause.
+    """
+    try:
+        index = _gemm._cache._cache_file._index_path
+        return os.path.getmtime(index) >= os.path.getmtime(__file__)
+    except Exception:
+        return False

@@ -21,8 +21,9 @@ import numpy as np
 from .adam import Adam, exponential_decay
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .cli import CHECKPOINT_NAME
+from .files import write_atomically
 from .data import to_rows
-from .model import VAE
+from .model import VAE, VAEConfig
 
 
 @dataclass
@@ -36,6 +37,11 @@ class TrainConfig:
     routing: bool = True
     val_size: int = 5000          # the last val_size of the 60k training images
     train_subset: int = 0         # train on only the first n training images (0: all of them)
+
+
+# The signals that stop a run cleanly (SIGHUP does not exist on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,7 +91,7 @@ class Trainer:
         self.epoch, self.step, self.perm = 0, 0, None    # position: next step of this epoch
         self.sums = np.zeros(4)                           # running loss, recon, kl, images
         self.history = []
-        self.stop_requested = False
+        self.stop_signal = None                           # set by SIGINT, SIGTERM or SIGHUP
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -123,8 +129,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self):
-        """Train until tcfg.epochs are done or Ctrl-C; returns True if all epochs were done."""
-        previous = signal.signal(signal.SIGINT, self._request_stop)
+        """Train until tcfg.epochs are done or a stop signal; returns True if all were done.
+
+        Ctrl-C (SIGINT), SIGTERM (a job scheduler, `timeout`, `kill`) and SIGHUP (a closed
+        terminal) all stop the same way: the current step finishes, the position is saved, and
+        `stop_signal` says which one came.
+        """
+        previous = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
         try:
             while self.epoch < self.tcfg.epochs:
                 if not self._run_epoch():
@@ -132,10 +143,11 @@ class Trainer:
                     return False
             return True
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     def _request_stop(self, signum, frame):
-        self.stop_requested = True    # finish the current step, save, stop: nothing half-done
+        self.stop_signal = signum     # finish the current step, save, stop: nothing half-done
 
     def _run_epoch(self):
         tcfg, K = self.tcfg, self.mcfg.latent
@@ -153,21 +165,22 @@ class Trainer:
             eps = self.rng.standard_normal((len(idx), K), dtype=np.float32)  # (B, K)
             losses, grads = self.model.loss_and_grads(x, labels=labels, eps=eps)
             if not math.isfinite(losses["loss"]):
+                kept = (f"the last good checkpoint is kept at {self.checkpoint_path}"
+                        if self.checkpoint_path.is_file() else "no checkpoint was written yet")
                 raise TrainingDiverged(
                     f"loss became {losses['loss']} at epoch {self.epoch + 1}, step "
-                    f"{self.step + 1}; the last good checkpoint is kept at {self.checkpoint_path}; "
-                    f"try a smaller --lr")
+                    f"{self.step + 1}; {kept}; try a smaller --lr")
             self.opt.step(self.model.params, grads, lr)
             self.sums += [losses["loss"] * len(idx), losses["recon"] * len(idx),
                           losses["kl"] * len(idx), len(idx)]
             self.step += 1
-            if show_progress and (self.step % 20 == 0 or self.step == steps):
+            if show_progress and (self.step % 20 == 0 or self.step in (start_step + 1, steps)):
                 done = self.step - start_step
                 rate = done / max(time.perf_counter() - t0, 1e-9)
                 print(f"\r  epoch {self.epoch + 1}: {self.step}/{steps} batches | "
                       f"{rate:.0f} batch/s | ETA {(steps - self.step) / rate:.0f} s   ",
                       end="", flush=True)
-            if self.stop_requested:
+            if self.stop_signal is not None:
                 if show_progress:
                     print()
                 return False
@@ -191,7 +204,20 @@ class Trainer:
 
 def write_metrics(path, metrics):
     """Write a JSON file atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(path)
+    text = (json.dumps(metrics, indent=2) + "\n").encode()
+    write_atomically(path, lambda f: f.write(text))
+
+
+def warm_up(dtype="float32"):
+    """Compile (or load from the on-disk cache) every kernel a training run uses, on a toy model.
+
+    One forward, backward and Adam step of a VAE with 3 and 2 hidden units: the kernels are
+    compiled per array type, not per size, so this is all the compiling a run needs. It touches
+    no real parameter and draws from no run's random generator.
+    """
+    cfg = VAEConfig(input_dim=5, enc_hidden=(3, 2), dec_hidden=(2, 3), latent=2, dtype=dtype)
+    model = VAE(cfg, rng=np.random.default_rng(0))
+    x = np.full((2, 5), 0.5, dtype=dtype)
+    _, grads = model.loss_and_grads(x, labels=np.array([0, 1]), eps=np.zeros((2, 2), dtype))
+    Adam(model.params).step(model.params, grads, 1e-3)
+    model.decode(model.code(x))
