@@ -7,7 +7,7 @@ Reading order:
   3. layers.py, losses.py   the forward/backward pairs the model is built from.
   4. adam.py      the optimiser.
   5. training.py  the loop; labels are passed to the model only when routing.
-  6. ops.py -> kernels.py (Numba) and numpy_ops.py (their NumPy twins): the compute kernels.
+  6. ops.py -> kernels/ (Numba) and numpy_ops.py (their NumPy twins): the compute kernels.
 To watch routing act on real gradients: `python -m gr_numpy.inspector` (inspector.py).
 """
 
