@@ -212,16 +212,17 @@ def test_vector_isa_is_read_from_the_feature_string():
 @pytest.mark.parametrize("isa, width, registers, spare", [("avx512", 16, 32, 0), ("avx2", 8, 16, 0),
                                                           ("neon", 4, 32, 0), ("sse", 4, 16, 1)])
 def test_each_tile_leaves_room_for_its_loads(isa, width, registers, spare):
-    # The rule the tiles were chosen by: the accumulators, the b vectors of one k and all _MR
-    # broadcasts of a (LLVM loads them all before the FMAs) fit in the vector registers; SSE,
-    # with no FMA, also needs a temporary for the product.
+    # The rule the tiles were chosen by: the accumulators, all _MR broadcasts of a (LLVM loads
+    # them all before the FMAs) and one b vector fit in the vector registers; SSE, with no FMA,
+    # also needs a temporary for the product.
     rows, cols = products.TILES[isa]
     assert cols % width == 0
-    assert rows * cols // width + cols // width + rows + spare <= registers
+    assert rows * cols // width + rows + 1 + spare <= registers
 
 
 def test_spill_finder_sees_a_spilled_tile():
-    # Negative control for the assembly tests below: lines from the AVX2 build of the 4 x 32 tile.
+    # Negative control for the assembly tests below: lines from the AVX2 build of a 4 x 32 tile
+    # (16 accumulators + 4 broadcasts + 1 > 16 registers).
     spilled = """\tvmovups\t%ymm6, 208(%rsp)
 \tvbroadcastss\t(%r14,%rsi,4), %ymm0
 \tvmovups\t-96(%rcx,%rax), %ymm4

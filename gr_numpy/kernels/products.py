@@ -30,21 +30,23 @@ from .vecmath import _expm1
 # The micro-kernel keeps an _MR x _NR tile of the output in vector registers while it runs down
 # k: per k, _MR broadcasts of a, _NR / width loads of b, _MR * _NR / width fused multiply-adds
 # (width: floats per register). The tile must leave room for the loads: LLVM loads all _MR
-# broadcasts of a step before its FMAs, so a tile fits if accumulators + b vectors + _MR <= the
-# register count, or it spills to the stack inside the loop and runs 3 to 5 times slower. Every
-# element is the same chain of FMAs over k whatever the tile, so the tile changes speed only.
+# broadcasts of a step before its FMAs, and the b vectors one at a time, so a tile fits if
+#     accumulators + _MR + 1 <= vector registers,
+# or it spills to the stack inside the loop and runs 3 to 5 times slower. Within that limit more
+# accumulators hide more of the FMA's latency (a CPU with 2 FMA units of latency 4-5 needs 8 to 10
+# in flight). Every element is the same chain of FMAs over k whatever the tile, so the tile changes
+# the speed only, never a result.
 TILES = {  # float32 (rows, columns), and why
-    # 32 zmm registers of 16 floats: 8 accumulators, 2 b vectors, 4 broadcasts (measured on an
-    # AVX-512 CPU at 0.9-1.2x OpenBLAS; wider tiles measured no faster).
+    # 32 zmm registers of 16 floats: 8 accumulators + 4 broadcasts + 1 = 13. Measured on an
+    # AVX-512 CPU at 0.85-1.24x OpenBLAS; larger tiles fit too, and were not measured.
     "avx512": (4, 32),
-    # 16 ymm registers of 8 floats: 8 accumulators + 2 b + 4 broadcasts = 14. Measured on an AVX2
-    # CPU against 6 x 16, 5 x 16, 4 x 24, 3 x 24 and 2 x 32: 6 x 16 (BLIS's and OpenBLAS's shape)
-    # and 4 x 24 spill here, because LLVM hoists every broadcast; 5 x 16 and 3 x 24 fit and ran no
-    # faster than 4 x 16, whose 16 columns also divide every layer width of the models.
-    "avx2": (4, 16),
-    # 128-bit vectors, chosen on paper and not measured: NEON has 32 registers of 4 floats:
-    # 16 accumulators + 4 b + 4 broadcasts = 24; SSE has 16 and no FMA (a multiply and an add,
-    # with a temporary): 8 accumulators + 2 b + 4 broadcasts + 1 = 15.
+    # 16 ymm registers of 8 floats: 10 accumulators + 5 broadcasts + 1 = 16. Measured on an AVX2
+    # CPU against 4 x 16 and 3 x 24 (about 4% and 7% slower) and 6 x 16 and 4 x 24 (BLIS's and
+    # OpenBLAS's shapes; 19 and 17 registers, so here they spill and run 3 to 5 times slower).
+    "avx2": (5, 16),
+    # 128-bit vectors, chosen on paper and not measured: NEON has 32 registers of 4 floats,
+    # 16 accumulators + 4 + 1 = 21; SSE has 16 and no FMA (a multiply, then an add from a
+    # temporary register), 8 accumulators + 4 + 1 + 1 = 14.
     "neon": (4, 16),
     "sse": (4, 8),
 }
