@@ -543,7 +543,7 @@ def roofline_fraction(step, roof):
 
 
 def targets(results):
-    """The issue's targets next to what this run measured: (target, measured, met) rows."""
+    """The speed targets next to what this run measured: (target, measured, met) rows."""
     rows = []
     m = results["machine"]
     isa = f" ({m['isa']})" if "isa" in m else ""
