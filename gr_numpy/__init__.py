@@ -7,7 +7,7 @@ Reading order:
   3. layers.py, losses.py   the forward/backward pairs the model is built from.
   4. adam.py, training.py   the optimiser; the loop (labels reach the model only when routing).
   5. gradcheck.py the finite-difference checker every backward pass is tested with.
-  6. ops.py -> kernels.py (Numba) and numpy_ops.py (their NumPy twins): the compute kernels;
+  6. ops.py -> kernels/ (Numba) and numpy_ops.py (their NumPy twins): the compute kernels;
                   checks.py holds the input checks both backends go through.
 Around them: data.py (MNIST), checkpoint.py, cli.py (what every tool shares), and the tools
 figures.py, inspector.py (`python -m gr_numpy.inspector` watches routing act on real gradients)

@@ -21,10 +21,14 @@ def linear_forward(x, W, b=None):
     return y, (x, W, b)
 
 
-def linear_backward(dy, cache):
-    """dy (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,) or None."""
+def linear_backward(dy, cache, need_dx=True):
+    """dy (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,) or None.
+
+    need_dx=False skips the input gradient (dx is None): the first layer's, whose input is the
+    data, is a product nothing reads.
+    """
     x, W, b = cache
-    dx = ops.matmul_nt(dy, W)       # dy @ W.T    (N, D_in)
+    dx = ops.matmul_nt(dy, W) if need_dx else None   # dy @ W.T    (N, D_in)
     dW = ops.matmul_tn(x, dy)       # x.T @ dy    (D_in, D_out)
     db = ops.col_sum(dy) if b is not None else None
     return dx, dW, db
@@ -90,11 +94,11 @@ def linear_relu_forward(x, W, b=None):
     return h, ((x, W, b), h)
 
 
-def linear_relu_backward(dh, cache):
-    """dh (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,) or None."""
+def linear_relu_backward(dh, cache, need_dx=True):
+    """dh (N, D_out) -> dx (N, D_in) (None if not need_dx), dW (D_in, D_out), db (D_out,) or None."""
     linear_cache, h = cache
     da = relu_backward(dh, h)       # relu'(a) = 1[a > 0] = 1[h > 0]     (N, D_out)
-    return linear_backward(da, linear_cache)
+    return linear_backward(da, linear_cache, need_dx)
 
 
 def linear_elu_forward(x, W, b=None):
@@ -103,11 +107,11 @@ def linear_elu_forward(x, W, b=None):
     return h, ((x, W, b), h)
 
 
-def linear_elu_backward(dh, cache):
-    """dh (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,) or None."""
+def linear_elu_backward(dh, cache, need_dx=True):
+    """dh (N, D_out) -> dx (N, D_in) (None if not need_dx), dW (D_in, D_out), db (D_out,) or None."""
     linear_cache, h = cache
     da = elu_backward(dh, h)        # elu'(a) = 1 if a > 0 else h + 1     (N, D_out)
-    return linear_backward(da, linear_cache)
+    return linear_backward(da, linear_cache, need_dx)
 
 
 # Hidden layers by activation name: (forward, backward) of the fused pair.

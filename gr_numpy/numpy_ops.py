@@ -1,8 +1,8 @@
 """The plain NumPy reference for every compute kernel: a few readable lines per operation.
 
-This is the twin each Numba kernel in `kernels.py` is tested against, and the `numpy` backend
+This is the twin each Numba kernel in `kernels/` is tested against, and the `numpy` backend
 of `ops.py`. It is written to be obviously right, not fast, and it checks nothing beyond what
-NumPy itself checks; the input checks live in the public wrappers of `kernels.py`.
+NumPy itself checks; the input checks live in checks.py, run by ops.py before either backend.
 
 Glossary: N rows (the batch); K and M feature sizes. The letters are generic here; in a layer
 y = x @ W + b, x is (N, K), W is (K, M), y and dy are (N, M).

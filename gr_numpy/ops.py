@@ -1,7 +1,7 @@
 """The compute operations the model calls, sent to one of two backends: "numba" or "numpy".
 
 The model code is the same for both: it calls `ops.matmul(x, W)` and this module passes the
-call on to `kernels.py` (our Numba kernels, the default) or to `numpy_ops.py` (plain NumPy, the
+call on to `kernels/` (our Numba kernels, the default) or to `numpy_ops.py` (plain NumPy, the
 reference). Pick one with `set_backend`, `using_backend`, or GR_NUMPY_BACKEND=numpy at import.
 This module holds no maths of its own. It checks every input (checks.py) before passing it on,
 so both backends refuse the same bad input with the same one-line ValueError.

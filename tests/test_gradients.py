@@ -46,6 +46,23 @@ def test_linear_backward(rng, bias):
         assert db is None
 
 
+@pytest.mark.parametrize("act", [None, "relu", "elu"])
+def test_backward_without_input_gradient_gives_the_same_weight_gradients(rng, act):
+    # need_dx=False (for a first layer, whose input is the data) leaves dx out, nothing else.
+    x, W, b, dy = rng.normal(size=(3, 5)), rng.normal(size=(5, 7)), rng.normal(size=7), \
+        rng.normal(size=(3, 7))
+    if act is None:
+        forward, backward = layers.linear_forward, layers.linear_backward
+    else:
+        forward, backward = layers.LINEAR_ACTIVATIONS[act]
+    cache = forward(x, W, b)[1]
+    dx, dW, db = backward(dy, cache)
+    no_dx, dW_again, db_again = backward(dy, cache, need_dx=False)
+    assert dx is not None and no_dx is None
+    np.testing.assert_array_equal(dW_again, dW)
+    np.testing.assert_array_equal(db_again, db)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("act", ["relu", "elu"])
 def test_linear_activation_backward(rng, act, bias):

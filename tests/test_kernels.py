@@ -20,7 +20,9 @@ import numba
 import numpy as np
 import pytest
 
+from bench import suite as bench
 from gr_numpy import kernels, numpy_ops, ops
+from gr_numpy.kernels import products
 
 JIT_ENABLED = not numba.config.DISABLE_JIT
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +129,7 @@ def test_small_problems_run_on_one_thread_and_restore_the_thread_count(monkeypat
     # Starting a parallel loop can cost milliseconds on a busy machine, so small products run on
     # the calling thread; the caller's thread count is restored afterwards, even after an error.
     seen = []
-    monkeypatch.setattr(kernels, "_gemm", lambda *args: seen.append(numba.get_num_threads()))
+    monkeypatch.setattr(products, "_gemm", lambda *args: seen.append(numba.get_num_threads()))
     threads = numba.get_num_threads()
     small, big = np.ones((4, 4)), np.ones((128, 128))          # 128 flops; 4 million flops
     kernels.matmul(small, small)
@@ -137,7 +139,7 @@ def test_small_problems_run_on_one_thread_and_restore_the_thread_count(monkeypat
 
     def fails(*args):
         raise RuntimeError("inside the kernel")
-    monkeypatch.setattr(kernels, "_gemm", fails)
+    monkeypatch.setattr(products, "_gemm", fails)
     with pytest.raises(RuntimeError):
         kernels.matmul(small, small)
     assert numba.get_num_threads() == threads
@@ -194,24 +196,85 @@ if _host_has("fma"):
         assert kernels.matmul_tn(np.ascontiguousarray(a.T), b)[0, 0] == tiny
         assert kernels.linear(a, b, np.zeros(1, dtype))[0, 0] == tiny
 
-if _host_has("avx512f"):
-    def test_micro_kernel_is_packed_fma_in_registers():
-        # The generated code: the micro-kernel's loop is 16-wide FMAs on zmm registers with no
-        # store in it, so the tile stays in registers. A fresh, uncached compile can be inspected.
-        gemm = numba.njit(parallel=True, fastmath={"contract"})(kernels._gemm.py_func)
-        x, W, _ = layer_arrays((9, 7, 40), np.float32)
-        gemm(x, W, np.empty((9, 40), np.float32), np.zeros(40, np.float32), kernels._BIAS_RELU)
-        asm = gemm.inspect_asm(gemm.signatures[0])
-        blocks = re.split(r"^(\.LBB\w+):", asm, flags=re.M)   # [prologue, label, body, ...]
-        loops = []                               # the blocks that end by jumping to themselves
-        for label, body in zip(blocks[1::2], blocks[2::2]):
-            back = re.search(rf"^\s+j\w+\s+{re.escape(label)}\s*$", body, flags=re.M)
-            if back:
-                loops.append(body[:back.end()])
-        fma_loops = [body for body in loops if len(re.findall(r"vfmadd\w+ps\s+%zmm", body)) >= 8]
-        assert fma_loops, "no loop of packed zmm FMAs in the micro-kernel"
-        assert any(not re.search(r"vmov\w+\s+%zmm\d+, [^%\n]*\(", body) for body in fma_loops), \
-            "the FMA loop stores its accumulators every iteration: the tile is not in registers"
+
+
+# ---------------------------------------------------------------- the register tile of each ISA
+
+def test_vector_isa_is_read_from_the_feature_string():
+    assert products.vector_isa("+avx,+avx2,+fma,+avx512f,+avx512bw") == "avx512"
+    assert products.vector_isa("+avx,+avx2,+fma,-avx512f,-avx512bw") == "avx2"
+    assert products.vector_isa("+sse2,+sse4.2,-avx,-avx2", machine="x86_64") == "sse"
+    assert products.vector_isa("+neon,+fp-armv8", machine="aarch64") == "neon"
+    assert kernels.ISA == products.vector_isa(products.compile_target()[1])
+    assert kernels.TILE == products.TILES[kernels.ISA]
+
+
+@pytest.mark.parametrize("isa, width, registers, spare", [("avx512", 16, 32, 0), ("avx2", 8, 16, 0),
+                                                          ("neon", 4, 32, 0), ("sse", 4, 16, 1)])
+def test_each_tile_leaves_room_for_its_loads(isa, width, registers, spare):
+    # The rule the tiles were chosen by: the accumulators, all _MR broadcasts of a (LLVM loads
+    # them all before the FMAs) and one b vector fit in the vector registers; SSE, with no FMA,
+    # also needs a temporary for the product.
+    rows, cols = products.TILES[isa]
+    assert cols % width == 0
+    assert rows * cols // width + rows + 1 + spare <= registers
+
+
+def test_spill_finder_sees_a_spilled_tile():
+    # Negative control for the assembly tests below: lines from the AVX2 build of a 4 x 32 tile
+    # (16 accumulators + 4 broadcasts + 1 > 16 registers).
+    spilled = """\tvmovups\t%ymm6, 208(%rsp)
+\tvbroadcastss\t(%r14,%rsi,4), %ymm0
+\tvmovups\t-96(%rcx,%rax), %ymm4
+\tvmovups\t496(%rsp), %ymm6
+\tvfmadd231ps\t%ymm4, %ymm0, %ymm5"""
+    assert bench.spilled_accumulators(spilled) == ["vmovups\t%ymm6, 208(%rsp)",
+                                                   "vmovups\t496(%rsp), %ymm6"]
+
+
+# The compiled code of each ISA's tile, built in a fresh interpreter that compiles for that ISA
+# (bench.isa_environment: NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, its own NUMBA_CACHE_DIR). An
+# x86-64 CPU can compile for both; it runs the code only if it has the instructions, and then
+# also checks that the products are bit-identical on 1 and on all threads. Defined only where it
+# applies (JIT on, x86-64), never skipped.
+ISA_PROBE = """
+import json, re, numba, numpy as np
+from bench.suite import micro_kernel_asm
+from gr_numpy import kernels
+result = {"isa": kernels.ISA, "tile": list(kernels.TILE), "loop": micro_kernel_asm()}
+if RUN:
+    rng = np.random.default_rng(0)
+    x, W, dy = (rng.standard_normal(s).astype(np.float32) for s in [(128, 784), (784, 512), (128, 512)])
+    def all_forms():
+        return [kernels.matmul(x, W), kernels.matmul_nt(dy, W), kernels.matmul_tn(x, dy),
+                kernels.linear_elu(x, W, W[0].copy())]
+    many = all_forms()
+    numba.set_num_threads(1)
+    one = all_forms()
+    result["same_bits"] = all(np.array_equal(a, b) for a, b in zip(many, one))
+    result["threads"] = numba.config.NUMBA_NUM_THREADS
+    result["close"] = bool(np.allclose(many[0], x @ W, rtol=1e-4, atol=1e-3))
+print(json.dumps(result))
+"""
+
+if JIT_ENABLED and platform.machine() in ("x86_64", "AMD64"):
+    @pytest.mark.parametrize("isa, register", [("avx2", "ymm"), ("avx512", "zmm")])
+    def test_micro_kernel_keeps_its_tile_in_registers_in_subprocess(isa, register, tmp_path):
+        # The micro-kernel's loop is packed float32 FMAs on the ISA's registers with no store of
+        # a vector register and no reload from the stack: the tile stays in registers.
+        runs = _host_has("avx512f" if isa == "avx512" else "avx2")
+        result = run_python(["-c", ISA_PROBE.replace("RUN", str(runs))],
+                            **bench.isa_environment(isa, str(tmp_path / "numba-cache")))
+        assert result.returncode == 0, result.stderr[-3000:]
+        probe = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+        assert probe["isa"] == isa and tuple(probe["tile"]) == products.TILES[isa]
+        rows, cols = products.TILES[isa]
+        width = 16 if register == "zmm" else 8
+        fmas = re.findall(rf"vfmadd\w+ps\s+%{register}", probe["loop"])
+        assert len(fmas) >= rows * cols // width, probe["loop"]
+        assert not bench.spilled_accumulators(probe["loop"]), probe["loop"]
+        if runs:
+            assert probe["close"] and probe["same_bits"], probe
 
 
 # ---------------------------------------------------------------- fused forward passes
