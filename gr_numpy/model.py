@@ -189,8 +189,9 @@ class VAE:
         dh = dh_mu + dh_logvar                                        # both heads read h
 
         _, hidden_backward = LINEAR_ACTIVATIONS[cfg.enc_act]
-        for i in reversed(range(len(cfg.enc_hidden))):
-            dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = hidden_backward(dh, cache["enc"][i])
+        for i in reversed(range(len(cfg.enc_hidden))):     # layer 0's input is the data: no dx
+            dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = hidden_backward(dh, cache["enc"][i],
+                                                                         need_dx=i > 0)
         return grads
 
     def sample_backward(self, dz, cache):
