@@ -19,11 +19,18 @@ from gr_numpy.cli import OneLineParser
 PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss.
     "default": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
-                    recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, epochs=25),
+                    recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, style=0, style_kl_weight=1.0,
+                    epochs=25),
     # The reference post's recipe: 784-2048-512-10, ReLU everywhere, 0.3 * SSE + its KL-like
     # term mean_k(mu^2 + exp(logvar) - logvar), which is 0.2 * KL + 1 for K = 10, 100 epochs.
     "reference": dict(hidden="2048,512", dec_act="relu", dec_hidden_bias=True, recon="sse",
-                      recon_weight=0.3, kl_weight=0.2, l1_weight=0.0, epochs=100),
+                      recon_weight=0.3, kl_weight=0.2, l1_weight=0.0, style=0, style_kl_weight=1.0,
+                      epochs=100),
+    # The default plus S style dims that reach the decoder only through [z_d, vec(z_d outer z_s)]
+    # (docs/style.md); chosen on the validation split (docs/experiments.md).
+    "style": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
+                  recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, style=4, style_kl_weight=1.0,
+                  epochs=25),
 }
 
 
@@ -47,7 +54,12 @@ def build_parser():
     g.add_argument("--no-routing", action="store_true",
                    help="ablation: a plain VAE, labels unused during training")
     g.add_argument("--latent", type=int, default=10,
-                   help="latent dims; must be 10 (one per digit) when routing")
+                   help="digit latent dims; must be 10 (one per digit) when routing")
+    g.add_argument("--style", type=int,
+                   help="style dims S: unrouted, read by the decoder only multiplied by the digit "
+                        "dims (preset: 0 / 0 / style)")
+    g.add_argument("--style-kl", type=float,
+                   help="weight of the style dims' KL term (preset: 1)")
 
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0, help="fixes the result at a given --threads")
@@ -55,8 +67,8 @@ def build_parser():
                    help="CPU threads for the kernels (0: all cores)")
     g.add_argument("--backend", choices=["numba", "numpy"], default="numba",
                    help="numba: our jitted kernels; numpy: the plain NumPy reference")
-    g.add_argument("--out", default=os.path.join("runs", "default"),
-                   help="run folder for checkpoint.npz, metrics.json and figures")
+    g.add_argument("--out", help="run folder for checkpoint.npz, metrics.json and figures "
+                                 "(default: runs/PRESET)")
     g.add_argument("--resume", action="store_true",
                    help="continue from --out/checkpoint.npz (same flags as the first run)")
     g.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
@@ -84,9 +96,13 @@ def fail(message):
 def resolve(args):
     """Merge the preset with explicit flags and check everything before any work is done."""
     preset = PRESETS[args.preset]
-    for key in ("epochs", "hidden", "dec_act", "kl_weight", "l1_weight"):
+    for key in ("epochs", "hidden", "dec_act", "kl_weight", "l1_weight", "style"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
+    if args.style_kl is None:
+        args.style_kl = preset["style_kl_weight"]
+    if args.out is None:
+        args.out = os.path.join("runs", args.preset)
     try:
         hidden = tuple(int(h) for h in str(args.hidden).split(","))
     except ValueError:
@@ -102,6 +118,10 @@ def resolve(args):
         fail(f"--lr-decay must be in (0, 1], got {args.lr_decay}")
     if args.kl_weight < 0 or args.l1_weight < 0:
         fail(f"--kl-weight and --l1-weight must be >= 0, got {args.kl_weight}, {args.l1_weight}")
+    if args.style < 0:
+        fail(f"--style must be an integer >= 0, got {args.style}")
+    if not args.style_kl >= 0:
+        fail(f"--style-kl must be >= 0, got {args.style_kl}")
     if args.latent < 1:
         fail(f"--latent must be a positive integer, got {args.latent}")
     if not args.no_routing and args.latent != 10:
@@ -114,7 +134,8 @@ def resolve(args):
     model = dict(input_dim=784, enc_hidden=hidden, dec_hidden=hidden[::-1], latent=args.latent,
                  enc_act="relu", dec_act=args.dec_act, dec_hidden_bias=preset["dec_hidden_bias"],
                  relu_z=True, recon=preset["recon"], recon_weight=preset["recon_weight"],
-                 kl_weight=args.kl_weight, l1_weight=args.l1_weight)
+                 kl_weight=args.kl_weight, l1_weight=args.l1_weight, style=args.style,
+                 style_kl_weight=args.style_kl)
     train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  lr_decay=args.lr_decay, seed=args.seed, routing=not args.no_routing,
                  val_size=args.val_size, train_subset=args.train_subset)
@@ -235,7 +256,8 @@ def eval_only(args):
     from gr_numpy.training import evaluate
 
     ops.set_backend(args.backend)
-    path = args.checkpoint or os.path.join(args.out, "checkpoint.npz")
+    out = args.out or os.path.join("runs", args.preset)
+    path = args.checkpoint or os.path.join(out, "checkpoint.npz")
     try:
         model = load_model(path)
         images, labels = load_mnist("test", args.data_dir)
