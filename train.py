@@ -20,17 +20,17 @@ PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss.
     "default": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
                     recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, style=0, style_kl_weight=1.0,
-                    epochs=25),
+                    style_input="outer", epochs=25),
     # The reference post's recipe: 784-2048-512-10, ReLU everywhere, 0.3 * SSE + its KL-like
     # term mean_k(mu^2 + exp(logvar) - logvar), which is 0.2 * KL + 1 for K = 10, 100 epochs.
     "reference": dict(hidden="2048,512", dec_act="relu", dec_hidden_bias=True, recon="sse",
                       recon_weight=0.3, kl_weight=0.2, l1_weight=0.0, style=0, style_kl_weight=1.0,
-                      epochs=100),
+                      style_input="outer", epochs=100),
     # The default plus S style dims that reach the decoder only through [z_d, vec(z_d outer z_s)]
     # (docs/style.md); chosen on the validation split (docs/experiments.md).
     "style": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
                   recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, style=4, style_kl_weight=1.0,
-                  epochs=25),
+                  style_input="outer", epochs=25),
 }
 
 
@@ -60,6 +60,9 @@ def build_parser():
                         "dims (preset: 0 / 0 / style)")
     g.add_argument("--style-kl", type=float,
                    help="weight of the style dims' KL term (preset: 1)")
+    g.add_argument("--style-input", choices=["outer", "shared"],
+                   help="how style reaches the decoder: outer = [z_d, vec(z_d outer z_s)] (a "
+                        "style per digit), shared = [z_d, sum(z_d) * z_s] (one style for all)")
 
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0, help="fixes the result at a given --threads")
@@ -101,6 +104,8 @@ def resolve(args):
             setattr(args, key, preset[key])
     if args.style_kl is None:
         args.style_kl = preset["style_kl_weight"]
+    if args.style_input is None:
+        args.style_input = preset["style_input"]
     if args.out is None:
         args.out = os.path.join("runs", args.preset)
     try:
@@ -135,7 +140,7 @@ def resolve(args):
                  enc_act="relu", dec_act=args.dec_act, dec_hidden_bias=preset["dec_hidden_bias"],
                  relu_z=True, recon=preset["recon"], recon_weight=preset["recon_weight"],
                  kl_weight=args.kl_weight, l1_weight=args.l1_weight, style=args.style,
-                 style_kl_weight=args.style_kl)
+                 style_kl_weight=args.style_kl, style_input=args.style_input)
     train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  lr_decay=args.lr_decay, seed=args.seed, routing=not args.no_routing,
                  val_size=args.val_size, train_subset=args.train_subset)

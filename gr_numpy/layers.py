@@ -1,4 +1,4 @@
-"""Layers as forward/backward pairs: Linear, ReLU, ELU, Sigmoid, Linear + activation, style product.
+"""Layers as forward/backward pairs: Linear, ReLU, ELU, Sigmoid, Linear + activation, style inputs.
 
 Each `*_forward` returns `(out, cache)`; the matching `*_backward(dout, cache)` returns the
 gradient with respect to each input, as new arrays (the incoming `dout` is never modified).
@@ -144,3 +144,33 @@ def style_product_backward(du, cache):
     dz_d = dz_d_direct + dz_d_product                        # z_d feeds both parts of u
     dz_s = (dproduct * z_d[:, :, None]).sum(axis=1)          # (N, S)
     return dz_d, dz_s
+
+
+def style_shared_forward(z_d, z_s):
+    """u = [z_d, m * z_s] with m = sum_k z_d[:, k].   z_d (N, K), z_s (N, S) -> u (N, K + S).
+
+    The outer product above with one set of style columns for every digit: style s enters the
+    decoder the same way whichever digit dim is on, scaled by how much digit there is (m = 0
+    when the digit code is all zero).
+    """
+    m = z_d.sum(axis=1, keepdims=True)                       # (N, 1)
+    u = np.concatenate([z_d, m * z_s], axis=1)               # (N, K + S)
+    return u, (z_d, z_s, m)
+
+
+def style_shared_backward(du, cache):
+    """du (N, K + S) -> dz_d (N, K), dz_s (N, S), new arrays."""
+    z_d, z_s, m = cache
+    K = z_d.shape[1]
+    dz_d_direct = du[:, :K]                                  # u[:, :K] = z_d
+    dm = (du[:, K:] * z_s).sum(axis=1, keepdims=True)        # u[:, K:] = m * z_s     (N, 1)
+    dz_d = dz_d_direct + dm                                  # dm/dz_d[:, k] = 1 for every k
+    dz_s = du[:, K:] * m                                     # (N, S)
+    return dz_d, dz_s
+
+
+# The decoder's input layer for a code with style dims, by VAEConfig.style_input.
+STYLE_INPUTS = {
+    "outer": (style_product_forward, style_product_backward),
+    "shared": (style_shared_forward, style_shared_backward),
+}

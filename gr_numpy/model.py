@@ -5,7 +5,8 @@
 
 With S style dims (`VAEConfig.style`, default 0), the heads give K + S means and log-variances;
 the K digit dims go through the ReLU as above, the S style dims do not, and the decoder reads
-[z_d, vec(z_d outer z_s)] (N, K + K*S): style reaches it only multiplied by the digit code.
+[z_d, vec(z_d outer z_s)] (N, K + K*S), or [z_d, sum(z_d) * z_s] (N, K + S) with
+style_input "shared": style reaches it only multiplied by the digit code.
 
 `VAE.loss_and_grads(x, labels, eps)` runs it forwards and backwards. Passing `labels` turns on
 gradient routing: in `VAE.backward`, between the decoder's and the encoder's backward passes,
@@ -22,7 +23,7 @@ import numpy as np
 
 from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, linear_backward, linear_forward
 from .layers import relu_backward, relu_forward, sigmoid_forward
-from .layers import style_product_backward, style_product_forward
+from .layers import STYLE_INPUTS
 from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
 from .routing import check_labels, route_gradient
@@ -45,6 +46,8 @@ class VAEConfig:
     l1_weight: float = 0.0          # multiplies an L1 penalty on z (label-free, not routed)
     style: int = 0                  # S: unrouted style dims after the K digit dims (0: none)
     style_kl_weight: float = 1.0    # multiplies the KL term of the S style dims
+    style_input: str = "outer"      # decoder input: "outer" [z_d, vec(z_d outer z_s)] or
+                                    # "shared" [z_d, sum(z_d) * z_s] (one style for all digits)
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -62,6 +65,9 @@ class VAEConfig:
         sizes = (self.input_dim, self.latent) + self.enc_hidden + self.dec_hidden
         if any(s < 1 for s in sizes):
             raise ValueError(f"VAEConfig: every layer size must be >= 1, got {sizes}")
+        if self.style_input not in STYLE_INPUTS:
+            raise ValueError(f"VAEConfig: style_input must be one of {sorted(STYLE_INPUTS)}, "
+                             f"got {self.style_input!r}")
         if self.style < 0 or self.style_kl_weight < 0:
             raise ValueError(f"VAEConfig: style and style_kl_weight must be >= 0, got "
                              f"{self.style}, {self.style_kl_weight}")
@@ -78,8 +84,9 @@ class VAEConfig:
 
     @property
     def decoder_input_dim(self):
-        """K + K*S: the width of [z_d, vec(z_d outer z_s)], the decoder's first layer's input."""
-        return self.latent + self.latent * self.style
+        """The decoder's input width: K + K*S for [z_d, vec(z_d outer z_s)], K + S if shared."""
+        per_digit = self.latent if self.style_input == "outer" else 1
+        return self.latent + per_digit * self.style
 
 
 def layer_shapes(cfg):
@@ -171,7 +178,8 @@ class VAE:
         cache["dec"] = []
         h = z                                                   # S = 0: the decoder reads z
         if cfg.style:
-            h, cache["style_product"] = style_product_forward(z[:, :K], z[:, K:])  # (N, K + K*S)
+            style_forward, _ = STYLE_INPUTS[cfg.style_input]
+            h, cache["style_input"] = style_forward(z[:, :K], z[:, K:])   # (N, K + K*S) or K + S
         for i in range(len(cfg.dec_hidden)):
             h, layer = hidden_forward(h, p[f"dec{i}.W"], p.get(f"dec{i}.b"))  # no bias by default
             cache["dec"].append(layer)
@@ -208,7 +216,8 @@ class VAE:
                 grads[f"dec{i}.b"] = db
         if not cfg.style:
             return dh                                                 # S = 0: dL/dz itself
-        dz_d, dz_s = style_product_backward(dh, cache["style_product"])   # (N, K), (N, S)
+        _, style_backward = STYLE_INPUTS[cfg.style_input]
+        dz_d, dz_s = style_backward(dh, cache["style_input"])         # (N, K), (N, S)
         return np.concatenate([dz_d, dz_s], axis=1)                   # (N, K + S)
 
     def encoder_backward(self, dz, cache, grads):

@@ -105,9 +105,28 @@ def test_style_product_forward_maths_and_backward(rng):
     check_gradient(dz_s, numerical_gradient_array(f, z_s, du), TOL, "style product dz_s")
 
 
-def test_style_product_of_a_zero_digit_code_is_zero_whatever_the_style(rng):
+def test_style_shared_forward_maths_and_backward(rng):
+    """u = [z_d, m * z_s], m = sum_k z_d[:, k]: one set of style columns for every digit."""
+    N, K, S = 3, 5, 4
+    z_d, z_s = rng.normal(size=(N, K)), rng.normal(size=(N, S))
+    u, cache = layers.style_shared_forward(z_d, z_s)
+    assert u.shape == (N, K + S)
+    np.testing.assert_array_equal(u[:, :K], z_d)
+    np.testing.assert_allclose(u[:, K:], z_d.sum(1)[:, None] * z_s, rtol=1e-15)
+    du = rng.normal(size=(N, K + S))
+    du_before = du.copy()
+    dz_d, dz_s = layers.style_shared_backward(du, cache)
+    np.testing.assert_array_equal(du, du_before)
+    f = lambda: layers.style_shared_forward(z_d, z_s)[0]
+    check_gradient(dz_d, numerical_gradient_array(f, z_d, du), TOL, "style shared dz_d")
+    check_gradient(dz_s, numerical_gradient_array(f, z_s, du), TOL, "style shared dz_s")
+
+
+@pytest.mark.parametrize("kind", ["outer", "shared"])
+def test_style_input_of_a_zero_digit_code_is_zero_whatever_the_style(rng, kind):
     """Why style alone cannot draw a digit: with z_d = 0 the decoder's input is all zeros."""
-    u, _ = layers.style_product_forward(np.zeros((3, 5)), rng.normal(size=(3, 4)) * 10)
+    forward, _ = layers.STYLE_INPUTS[kind]
+    u, _ = forward(np.zeros((3, 5)), rng.normal(size=(3, 4)) * 10)
     np.testing.assert_array_equal(u, 0.0)
 
 
@@ -242,7 +261,9 @@ def loss_of(model, x, eps):
     dict(enc_act="elu", enc_hidden=(5,), dec_hidden=(6, 4, 5)),
     dict(style=2, style_kl_weight=1.9),                        # style dims: K + S = 3 + 2
     dict(style=3, style_kl_weight=0.6, relu_z=False, recon="sse"),
-], ids=["default", "relu-bias", "sse-noreluz", "odd-depth", "style", "style-sse-noreluz"])
+    dict(style=2, style_kl_weight=1.3, style_input="shared"),
+], ids=["default", "relu-bias", "sse-noreluz", "odd-depth", "style", "style-sse-noreluz",
+        "style-shared"])
 def test_unrouted_loss_gradient_every_parameter(overrides):
     rng = np.random.default_rng(7)
     model = tiny_model(rng, **overrides)
@@ -255,8 +276,9 @@ def test_unrouted_loss_gradient_every_parameter(overrides):
         check_gradient(grads[name], numeric, TOL, name)
 
 
-@pytest.mark.parametrize("style", [0, 2], ids=["digits-only", "style"])
-def test_routed_gradient_equals_surrogate_loss_gradient(style):
+@pytest.mark.parametrize("style, style_input", [(0, "outer"), (2, "outer"), (3, "shared")],
+                         ids=["digits-only", "style", "style-shared"])
+def test_routed_gradient_equals_surrogate_loss_gradient(style, style_input):
     """Routing = the exact gradient of a loss whose z has its non-label entries held constant.
 
     Surrogate: recon(decoder(m * z(theta) + (1 - m) * z(theta0))) + KL(theta) + L1(z(theta)),
@@ -264,7 +286,7 @@ def test_routed_gradient_equals_surrogate_loss_gradient(style):
     parameters. The S style dims are not routed: m is 1 on them, so they are never held constant.
     """
     rng = np.random.default_rng(11)
-    model = tiny_model(rng, style=style, style_kl_weight=1.7)
+    model = tiny_model(rng, style=style, style_kl_weight=1.7, style_input=style_input)
     x, eps, labels = batch(rng, S=style)
     assert_off_kinks(model, x, eps)
     cfg, K = model.config, model.config.latent
