@@ -26,10 +26,11 @@ PRESETS = {
     "reference": dict(hidden="2048,512", dec_act="relu", dec_hidden_bias=True, recon="sse",
                       recon_weight=0.3, kl_weight=0.2, l1_weight=0.0, style=0, style_kl_weight=1.0,
                       style_input="outer", epochs=100),
-    # The default plus S style dims that reach the decoder only through [z_d, vec(z_d outer z_s)]
-    # (docs/style.md); chosen on the validation split (docs/experiments.md).
+    # The default plus 6 style dims that reach the decoder only through [z_d, vec(z_d outer z_s)]
+    # (docs/style.md), their KL weighted 2, and an L1 penalty on the digit code; chosen on the
+    # validation split (docs/experiments.md).
     "style": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
-                  recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, style=4, style_kl_weight=1.0,
+                  recon_weight=1.0, kl_weight=0.5, l1_weight=1.0, style=6, style_kl_weight=2.0,
                   style_input="outer", epochs=25),
 }
 
@@ -40,26 +41,28 @@ def build_parser():
     g = p.add_argument_group("recipe")
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting recipe; the flags below override its settings")
-    g.add_argument("--epochs", type=int, help="passes over the training set (preset: 25 / 100)")
+    g.add_argument("--epochs", type=int, help="passes over the training set (preset: 25 / 100 / 25)")
     g.add_argument("--batch-size", type=int, default=128, help="images per Adam step")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the first epoch")
     g.add_argument("--lr-decay", type=float, default=0.95,
                    help="the learning rate is multiplied by this after every epoch")
     g.add_argument("--hidden", help="encoder hidden widths, input side first, e.g. 512,256; the "
-                                    "decoder mirrors them (preset: 512,256 / 2048,512)")
+                                    "decoder mirrors them (preset: 512,256 / 2048,512 / 512,256)")
     g.add_argument("--dec-act", choices=["relu", "elu"], help="decoder hidden activation")
-    g.add_argument("--kl-weight", type=float, help="weight of the KL term (preset: 0.5 / 0.2)")
+    g.add_argument("--kl-weight", type=float, help="weight of the digit dims' KL term "
+                                                        "(preset: 0.5 / 0.2 / 0.5)")
     g.add_argument("--l1-weight", type=float,
-                   help="weight of an L1 penalty on z, label-free and unrouted (preset: 0)")
+                   help="weight of an L1 penalty on the digit code z_d, label-free and unrouted "
+                        "(preset: 0 / 0 / 1 for default / reference / style)")
     g.add_argument("--no-routing", action="store_true",
                    help="ablation: a plain VAE, labels unused during training")
     g.add_argument("--latent", type=int, default=10,
                    help="digit latent dims; must be 10 (one per digit) when routing")
     g.add_argument("--style", type=int,
                    help="style dims S: unrouted, read by the decoder only multiplied by the digit "
-                        "dims (preset: 0 / 0 / style)")
+                        "dims (preset: 0 / 0 / 6)")
     g.add_argument("--style-kl", type=float,
-                   help="weight of the style dims' KL term (preset: 1)")
+                   help="weight of the style dims' KL term (preset style: 2)")
     g.add_argument("--style-input", choices=["outer", "shared"],
                    help="how style reaches the decoder: outer = [z_d, vec(z_d outer z_s)] (a "
                         "style per digit), shared = [z_d, sum(z_d) * z_s] (one style for all)")
