@@ -8,6 +8,8 @@ Reading order:
   4. adam.py      the optimiser.
   5. training.py  the loop; labels are passed to the model only when routing.
   6. ops.py -> kernels.py (Numba) and numpy_ops.py (their NumPy twins): the compute kernels.
+  7. codes.py     with style dims (docs/style.md): a typical value per digit dim, and
+                  "same style, other digit", shared by the demo and the figures.
 To watch routing act on real gradients: `python -m gr_numpy.inspector` (inspector.py).
 """
 
