@@ -139,7 +139,7 @@ def style_product_backward(du, cache):
     N, K = z_d.shape
     S = z_s.shape[1]
     dz_d_direct = du[:, :K]                                  # u[:, :K] = z_d
-    dproduct = du[:, K:].reshape(N, K, S)                    # product[n, k, s] = z_d[n, k] z_s[n, s]
+    dproduct = du[:, K:].reshape(N, K, S)                    # product[n, k, s] = z_d[n,k] z_s[n,s]
     dz_d_product = (dproduct * z_s[:, None, :]).sum(axis=2)  # (N, K)
     dz_d = dz_d_direct + dz_d_product                        # z_d feeds both parts of u
     dz_s = (dproduct * z_d[:, :, None]).sum(axis=1)          # (N, S)

@@ -10,9 +10,9 @@ style_input "shared": style reaches it only multiplied by the digit code.
 
 `VAE.loss_and_grads(x, labels, eps)` runs it forwards and backwards. Passing `labels` turns on
 gradient routing: in `VAE.backward`, between the decoder's and the encoder's backward passes,
-dL/dz is masked to each image's label column on the digit dims (`routing.route_gradient`). Parameters are one plain
-dict of named arrays and the gradients come back in a dict with the same keys. Not here: the optimiser (adam.py), the data
-(data.py), the training loop (training.py).
+dL/dz is masked to each image's label column on the digit dims (`routing.route_gradient`).
+Parameters are one plain dict of named arrays and the gradients come back in a dict with the
+same keys. Not here: the optimiser (adam.py), the data (data.py), the training loop (training.py).
 
 Glossary: N batch, D pixels (784), H a hidden width, K digit dims (= classes, 10), S style dims.
 """
@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, linear_backward, linear_forward
+from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, STYLE_INPUTS, linear_backward, linear_forward
 from .layers import relu_backward, relu_forward, sigmoid_forward
-from .layers import STYLE_INPUTS
 from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
 from .routing import check_labels, route_gradient
@@ -42,8 +41,8 @@ class VAEConfig:
     relu_z: bool = True             # z = relu(sample): "more of a digit" is positive
     recon: str = "bce"              # "bce" (Bernoulli cross-entropy) or "sse" (sum sq. error)
     recon_weight: float = 1.0       # multiplies the reconstruction loss
-    kl_weight: float = 1.0          # multiplies the KL term
-    l1_weight: float = 0.0          # multiplies an L1 penalty on z (label-free, not routed)
+    kl_weight: float = 1.0          # multiplies the KL term of the K digit dims
+    l1_weight: float = 0.0          # multiplies an L1 penalty on z_d (label-free, not routed)
     style: int = 0                  # S: unrouted style dims after the K digit dims (0: none)
     style_kl_weight: float = 1.0    # multiplies the KL term of the S style dims
     style_input: str = "outer"      # decoder input: "outer" [z_d, vec(z_d outer z_s)] or
