@@ -1,7 +1,8 @@
 """Explore a trained model's latent code in a window: `python demo.py` (see --help).
 
-Ten sliders, one per digit, set the code z and the decoder draws it at once; pick a random test
-digit to see its code and reconstruction, or draw your own digit with the mouse. With --save or
+Ten sliders, one per digit (and one per style dim, if the model has any), set the code z and the
+decoder draws it at once; it opens on a random test digit's code and reconstruction; draw your own
+digit with the mouse, or press 0-9 to redraw the current style as another digit. With --save or
 --morph it writes files instead of opening a window (works without a screen). The window itself
 is built in gr_numpy/demo_app.py; this file only reads the flags, the checkpoint and the data.
 """
@@ -104,8 +105,7 @@ def main(argv=None):
 
     try:
         if args.save:
-            demo.show_random_digit()
-            demo.save(args.save)
+            demo.save(args.save)                # the window as it opens: a random test digit
             print(f"wrote {args.save}")
         if args.morph:
             write_morph(model, demo.typical, args.morph, frames=args.morph_frames)

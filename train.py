@@ -22,11 +22,19 @@ PROG = "train.py"
 PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss.
     "default": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
-                    recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, epochs=25),
+                    recon_weight=1.0, kl_weight=0.5, l1_weight=0.0, style=0, style_kl_weight=1.0,
+                    style_input="outer", epochs=25),
     # The reference post's recipe: 784-2048-512-10, ReLU everywhere, 0.3 * SSE + its KL-like
     # term mean_k(mu^2 + exp(logvar) - logvar), which is 0.2 * KL + 1 for K = 10, 100 epochs.
     "reference": dict(hidden="2048,512", dec_act="relu", dec_hidden_bias=True, recon="sse",
-                      recon_weight=0.3, kl_weight=0.2, l1_weight=0.0, epochs=100),
+                      recon_weight=0.3, kl_weight=0.2, l1_weight=0.0, style=0, style_kl_weight=1.0,
+                      style_input="outer", epochs=100),
+    # The default plus 6 style dims that reach the decoder only through [z_d, vec(z_d outer z_s)]
+    # (docs/style.md), their KL weighted 2, and an L1 penalty on the digit code; chosen on the
+    # validation split (docs/experiments.md).
+    "style": dict(hidden="512,256", dec_act="elu", dec_hidden_bias=False, recon="bce",
+                  recon_weight=1.0, kl_weight=0.5, l1_weight=1.0, style=6, style_kl_weight=2.0,
+                  style_input="outer", epochs=25),
 }
 
 
@@ -37,7 +45,7 @@ def build_parser():
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting recipe; the flags below override its settings")
     g.add_argument("--epochs", type=int_in(1, 100_000),
-                   help="passes over the training set (preset: 25 / 100)")
+                   help="passes over the training set (preset: 25 / 100 / 25)")
     g.add_argument("--batch-size", type=int_in(1, 60_000), default=128,
                    help="images per Adam step")
     g.add_argument("--lr", type=float_in(0, 1, lo_open=True), default=1e-3,
@@ -45,16 +53,25 @@ def build_parser():
     g.add_argument("--lr-decay", type=float_in(0, 1, lo_open=True), default=0.95,
                    help="the learning rate is multiplied by this after every epoch")
     g.add_argument("--hidden", help="encoder hidden widths, input side first, e.g. 512,256; the "
-                                    "decoder mirrors them (preset: 512,256 / 2048,512)")
+                                    "decoder mirrors them (preset: 512,256 / 2048,512 / 512,256)")
     g.add_argument("--dec-act", choices=["relu", "elu"], help="decoder hidden activation")
     g.add_argument("--kl-weight", type=float_in(0, 1000),
-                   help="weight of the KL term (preset: 0.5 / 0.2)")
+                   help="weight of the digit dims' KL term (preset: 0.5 / 0.2 / 0.5)")
     g.add_argument("--l1-weight", type=float_in(0, 1000),
-                   help="weight of an L1 penalty on z, label-free and unrouted (preset: 0)")
+                   help="weight of an L1 penalty on the digit code z_d, label-free and unrouted "
+                        "(preset: 0 / 0 / 1 for default / reference / style)")
     g.add_argument("--no-routing", action="store_true",
                    help="ablation: a plain VAE, labels unused during training")
     g.add_argument("--latent", type=int_in(1, 10_000), default=10,
-                   help="latent dims; must be 10 (one per digit) when routing")
+                   help="digit latent dims; must be 10 (one per digit) when routing")
+    g.add_argument("--style", type=int_in(0, 1000),
+                   help="style dims S: unrouted, read by the decoder only multiplied by the digit "
+                        "dims (preset: 0 / 0 / 6)")
+    g.add_argument("--style-kl", type=float_in(0, 1000),
+                   help="weight of the style dims' KL term (preset style: 2)")
+    g.add_argument("--style-input", choices=["outer", "shared"],
+                   help="how style reaches the decoder: outer = [z_d, vec(z_d outer z_s)] (a "
+                        "style per digit), shared = [z_d, sum(z_d) * z_s] (one style for all)")
 
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="fixes the result (numba backend: at any --threads; numpy: at the same --threads)")
@@ -62,8 +79,8 @@ def build_parser():
                    help="CPU threads for the kernels (0: all cores)")
     g.add_argument("--backend", choices=["numba", "numpy"], default="numba",
                    help="numba: our jitted kernels; numpy: the plain NumPy reference")
-    g.add_argument("--out", default=cli.DEFAULT_RUN,
-                   help="run folder for checkpoint.npz, metrics.json and figures")
+    g.add_argument("--out", help="run folder for checkpoint.npz, metrics.json and figures "
+                                 "(default: runs/PRESET)")
     g.add_argument("--resume", action="store_true",
                    help="continue from --out/checkpoint.npz (same flags as the first run)")
     g.add_argument("--overwrite", action="store_true",
@@ -92,9 +109,15 @@ def fail(message):
 def resolve(args):
     """Merge the preset with explicit flags and check everything before any work is done."""
     preset = PRESETS[args.preset]
-    for key in ("epochs", "hidden", "dec_act", "kl_weight", "l1_weight"):
+    for key in ("epochs", "hidden", "dec_act", "kl_weight", "l1_weight", "style"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
+    if args.style_kl is None:
+        args.style_kl = preset["style_kl_weight"]
+    if args.style_input is None:
+        args.style_input = preset["style_input"]
+    if args.out is None:
+        args.out = os.path.join(cli.RUNS, args.preset)
     try:
         hidden = tuple(int(h) for h in str(args.hidden).split(","))
     except ValueError:
@@ -114,11 +137,12 @@ def resolve(args):
              f"the MNIST files")
     if args.resume and args.overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass one")
-    check_memory(hidden, args.latent, args.batch_size)
+    check_memory(hidden, args.latent * (1 + args.style), args.batch_size)   # the decoder input
     model = dict(input_dim=784, enc_hidden=hidden, dec_hidden=hidden[::-1], latent=args.latent,
                  enc_act="relu", dec_act=args.dec_act, dec_hidden_bias=preset["dec_hidden_bias"],
                  relu_z=True, recon=preset["recon"], recon_weight=preset["recon_weight"],
-                 kl_weight=args.kl_weight, l1_weight=args.l1_weight)
+                 kl_weight=args.kl_weight, l1_weight=args.l1_weight, style=args.style,
+                 style_kl_weight=args.style_kl, style_input=args.style_input)
     train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  lr_decay=args.lr_decay, seed=args.seed, routing=not args.no_routing,
                  val_size=args.val_size, train_subset=args.train_subset)
@@ -301,7 +325,8 @@ def eval_only(args):
     from gr_numpy.training import evaluate
 
     ops.set_backend(args.backend)
-    path = args.checkpoint or cli.checkpoint_in(args.out)
+    out = args.out or os.path.join(cli.RUNS, args.preset)
+    path = args.checkpoint or cli.checkpoint_in(out)
     if os.path.isdir(path):
         fail(f"--checkpoint {path} is a folder; give the checkpoint file itself")
     try:

@@ -9,6 +9,8 @@ Reading order:
   5. gradcheck.py the finite-difference checker every backward pass is tested with.
   6. ops.py -> kernels/ (Numba) and numpy_ops.py (their NumPy twins): the compute kernels;
                   checks.py holds the input checks both backends go through.
+  7. codes.py     with style dims (docs/style.md): a typical value per digit dim, and
+                  "same style, other digit", shared by the demo and the figures.
 Around them: data.py (MNIST), checkpoint.py, cli.py (what every tool shares), and the tools
 figures.py, inspector.py (`python -m gr_numpy.inspector` watches routing act on real gradients)
 and demo_app.py (the window of `python demo.py`).

@@ -1,12 +1,13 @@
 """The interactive demo: ten sliders set the latent code z, and the decoder draws the digit.
 
 A matplotlib window onto a trained model: one slider per latent dim (one per digit when the
-model was trained with routing), a bar chart of the code, a random MNIST test digit beside its
-reconstruction, and a canvas to draw your own digit on. This module builds the window and its
+model was trained with routing, then one per style dim if it has any), a bar chart of the code,
+a random MNIST test digit beside its reconstruction, and a canvas to draw your own digit on.
+With style dims, keys 0-9 keep the style and switch the digit: a "3" redrawn as 0..9. This module builds the window and its
 callbacks; `demo.py` is the command line that loads a checkpoint and opens or saves it. It is a
 viewer only: nothing here trains, and nothing here is needed by training or the tests of the maths.
 
-Glossary: D pixels (784 = 28 x 28), K latent dims (10), N images.
+Glossary: D pixels (784 = 28 x 28), K digit dims (10), S style dims (0 or more), N images.
 Drawn strokes are lists of (x, y) points in pixel units of the 28 x 28 field: x is the column,
 y the row, and pixel (row i, column j) covers [j, j + 1) x [i, i + 1), so its centre is at
 (j + 0.5, i + 0.5).
@@ -17,6 +18,7 @@ import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.widgets import Button, Slider
 
+from .codes import typical_levels, with_digit
 from .data import to_rows
 from .files import save_atomically
 
@@ -120,27 +122,26 @@ def mnist_like(strokes):
 # ------------------------------------------------------------------------------------------
 
 def code_stats(model, images=None, labels=None):
-    """-> (lo, hi, typical), each (K,): the slider range per dim and a typical code value.
+    """-> lo, hi (K + S,), the slider range per dim, and typical (K,), a value per digit dim.
 
     images uint8 (N, 28, 28) and labels (N,), normally the MNIST test set. hi is the 99th
-    percentile of the code over all images (lo is 0 with ReLU on z, else the 1st percentile);
+    percentile of the code over all images, lo the 1st (0 on the digit dims with ReLU on z);
     typical[k] is the median of dim k over the images labelled k: with routing, dim k is the
-    one that carries digit k. Without images: 0..DEFAULT_MAX and the middle of that range.
+    one that carries digit k. Without images: digit dims 0..DEFAULT_MAX, typical in the middle,
+    style dims -DEFAULT_MAX..DEFAULT_MAX (their prior is N(0, 1)).
     """
-    K = model.config.latent
+    K, S = model.config.latent, model.config.style
     if images is None or len(images) == 0:
-        return np.zeros(K), np.full(K, DEFAULT_MAX), np.full(K, DEFAULT_MAX / 2)
+        lo = np.concatenate([np.zeros(K), np.full(S, -DEFAULT_MAX)])
+        return lo, np.full(K + S, DEFAULT_MAX), np.full(K, DEFAULT_MAX / 2)
     codes = np.concatenate([model.code(to_rows(images[i:i + 1000]))
-                            for i in range(0, len(images), 1000)])          # (N, K)
+                            for i in range(0, len(images), 1000)])          # (N, K + S)
     hi = np.percentile(codes, 99, axis=0)
-    lo = np.zeros(K) if model.config.relu_z else np.percentile(codes, 1, axis=0)
+    lo = np.percentile(codes, 1, axis=0)
+    if model.config.relu_z:
+        lo[:K] = 0.0
     hi = np.where(hi > lo + 1e-6, hi, lo + DEFAULT_MAX)   # a dim that never fires still slides
-    typical = (hi + lo) / 2
-    labels = np.asarray(labels)
-    for k in range(K):
-        mine = codes[labels == k, k]
-        if mine.size and np.median(mine) > lo[k]:
-            typical[k] = np.median(mine)
+    typical = typical_levels(codes, labels, K, fallback=(hi[:K] + lo[:K]) / 2)
     return lo, hi, typical
 
 
@@ -201,6 +202,8 @@ MIN_STEP = 0.25                 # a stroke records a new point after this many p
 PEN_STYLE = dict(color="white", solid_capstyle="round", solid_joinstyle="round")
 HINT = ("keys: r random test digit · 0-9 one digit at a typical value · "
         "draw with the mouse in the black square")
+STYLE_HINT = ("keys: r random test digit · 0-9 same style, other digit · "
+              "draw with the mouse in the black square")
 
 
 class Demo:
@@ -214,6 +217,7 @@ class Demo:
 
     def __init__(self, model, images=None, labels=None, rng=None, fig=None):
         self.model = model
+        self.K, self.S = model.config.latent, model.config.style
         self.images, self.labels = images, labels
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.lo, self.hi, self.typical = code_stats(model, images, labels)
@@ -222,13 +226,23 @@ class Demo:
         self.pen_lines = []          # and the line that shows each stroke on the canvas
         self.pen_down = False
         self.drawn = None            # the drawing as the model sees it (SIDE, SIDE), once drawn
+        self.input_code = None       # the code of the input shown, and what the status line
+        self.input_text = ""         # says about it, while the sliders still hold that code
         self.fig = fig if fig is not None else plt.figure(figsize=FIGSIZE)
         self._build_images()
         self._build_code_panel()
         self._build_sliders()
         self._build_buttons()
         self._connect_events()
-        self.redraw()
+        self.open()
+
+    def open(self):
+        """Start on a random test digit (or, with no test set, a random digit's typical code),
+        never on the all-zero code, which decodes to an empty grey square."""
+        if self.images is not None and len(self.images):
+            self.show_random_digit()
+        else:
+            self.one_hot(int(self.rng.integers(self.K)))
 
     # ---------------------------------------------------------------- layout
     def _image_axes(self, left, title):
@@ -256,23 +270,34 @@ class Demo:
         self.status = self.fig.text(0.5875, 0.46, "", ha="center", fontsize=11)
 
     def _build_code_panel(self):
-        K = self.model.config.latent
+        K, S = self.K, self.S
         self.bar_ax = self.fig.add_axes([0.42, 0.1, 0.56, 0.28])
-        self.bars = self.bar_ax.bar(range(K), np.zeros(K), color="tab:gray")
-        self.bar_ax.set(xticks=range(K), xlim=(-0.6, K - 0.4),
+        self.bars = self.bar_ax.bar(range(K + S), np.zeros(K + S), color="tab:gray")
+        self.bar_ax.set(xticks=range(K + S), xlim=(-0.6, K + S - 0.4),
                         ylim=(min(self.lo.min(), 0), 1.05 * self.hi.max()))
-        self.bar_ax.set_title("the code z, the decoder's input (largest in orange)", fontsize=10)
+        self.bar_ax.set_xticklabels([str(k) for k in range(K)] + [f"s{s}" for s in range(S)])
+        title = "the code z, the decoder's input (largest digit dim in orange"
+        self.bar_ax.set_title(title + (", style dims in blue)" if S else ")"), fontsize=10)
         self.bar_ax.axhline(0, color="black", linewidth=0.8)
 
     def _build_sliders(self):
-        K = self.model.config.latent
-        self.fig.text(0.19, 0.92, "code z: one slider per digit", ha="center", fontsize=11)
+        K, S = self.K, self.S
         self.sliders = []
-        for k in range(K):
-            ax = self.fig.add_axes([0.06, 0.86 - k * 0.06, 0.26, 0.035])
-            slider = QuietSlider(ax, str(k), self.lo[k], self.hi[k], valinit=0.0, valfmt="%.2f")
-            slider.on_changed(lambda _value: self.redraw())
-            self.sliders.append(slider)
+        if not S:                                           # ten sliders, as wide as the column
+            self.fig.text(0.19, 0.92, "code z: one slider per digit", ha="center", fontsize=11)
+            columns = [(range(K), 0.06, 0.26, "")]
+        else:                                               # digits left, style right
+            self.fig.text(0.10, 0.92, "digit dims", ha="center", fontsize=11)
+            self.fig.text(0.29, 0.92, "style dims", ha="center", fontsize=11)
+            columns = [(range(K), 0.04, 0.12, ""), (range(K, K + S), 0.23, 0.12, "s")]
+        step = min(0.06, 0.60 / max(K, S))
+        for dims, left, width, prefix in columns:
+            for row, k in enumerate(dims):
+                ax = self.fig.add_axes([left, 0.86 - row * step, width, 0.035 * step / 0.06])
+                name = f"{prefix}{k - dims[0]}" if prefix else str(k)
+                slider = QuietSlider(ax, name, self.lo[k], self.hi[k], valinit=0.0, valfmt="%.2f")
+                slider.on_changed(lambda _value: self.redraw())
+                self.sliders.append(slider)
 
     def _build_buttons(self):
         self.buttons = {}
@@ -283,7 +308,7 @@ class Demo:
             button = Button(self.fig.add_axes(rect), name)
             button.on_clicked(callback)
             self.buttons[name] = button
-        self.fig.text(0.02, 0.03, HINT, fontsize=9, color="dimgray")
+        self.fig.text(0.02, 0.03, STYLE_HINT if self.S else HINT, fontsize=9, color="dimgray")
 
     def _connect_events(self):
         connect = self.fig.canvas.mpl_connect
@@ -294,18 +319,30 @@ class Demo:
 
     # ---------------------------------------------------------------- the code and the image
     def slider_values(self):
-        """-> (K,) the code the sliders show."""
+        """-> (K + S,) the code the sliders show."""
         return np.array([s.val for s in self.sliders])
 
     def redraw(self):
-        """Decode the slider values and show the image and the bars. Called on every change."""
-        z = self.slider_values()                                    # (K,)
+        """Decode the slider values and show the image, the bars and the status line.
+        Called on every change."""
+        z = self.slider_values()                                    # (K + S,)
         self.output_im.set_data(self.model.decode(z).reshape(SIDE, SIDE))
-        top = int(np.argmax(z)) if z.max() > 0 else None            # nothing lit at zero
+        digits = z[:self.K]
+        top = int(np.argmax(digits)) if digits.max() > 0 else None  # nothing lit at zero
         for k, (bar, value) in enumerate(zip(self.bars, z)):
             bar.set_height(value)
-            bar.set_color("tab:orange" if k == top else "tab:gray")
+            bar.set_color("tab:orange" if k == top else "tab:gray" if k < self.K else "tab:blue")
+        self.status.set_text(self.status_text(top))
         self.fig.canvas.draw_idle()     # draw when the GUI is next idle: drags never queue up
+
+    def status_text(self, top):
+        """The line under the images: about the input while the sliders hold its code, about
+        the sliders once they move."""
+        z = self.slider_values()
+        if self.input_code is not None and np.allclose(z, self.input_code, rtol=0, atol=1e-6):
+            return self.input_text
+        named = f"the sliders name digit {top}" if top is not None else "no digit dim is on"
+        return f"{named} (largest digit dim)"
 
     def set_code(self, z):
         """Move every slider to z (K,), then redraw once (not once per slider)."""
@@ -316,15 +353,16 @@ class Demo:
         self.redraw()
 
     def show_input(self, x, title, label=None):
-        """x (D,) floats in [0, 1]: show it, encode it, and set the sliders to its code."""
+        """x (D,) floats in [0, 1]: show it, encode it, and set the sliders to its code
+        (digit and style dims both)."""
         x = np.asarray(x, dtype=np.float32).reshape(1, -1)
-        mu = self.model.encode(x)[0]            # (K,) the encoder mean: argmax is the digit
-        predicted = int(np.argmax(mu))
+        predicted = int(self.model.predict(x)[0])    # argmax of mu over the digit dims
         self.input_im.set_data(x.reshape(SIDE, SIDE))
         self.input_ax.set_title(title, fontsize=10)
         truth = f"true {label} · " if label is not None else ""
-        self.status.set_text(f"{truth}predicted {predicted} (argmax of the encoder mean)")
-        self.set_code(self.model.code(x)[0])    # relu(mu): what the decoder reads
+        self.input_text = f"{truth}predicted {predicted} (argmax of the encoder mean)"
+        self.input_code = self.model.code(x)[0]      # what the decoder reads, (K + S,)
+        self.set_code(self.input_code)
 
     # ---------------------------------------------------------------- buttons and keys
     def show_random_digit(self, _event=None):
@@ -342,16 +380,15 @@ class Demo:
         self.set_code(np.zeros(len(self.sliders)))
 
     def one_hot(self, k):
-        """Only dim k on, at the typical value of digit k."""
-        z = np.zeros(len(self.sliders))
-        z[k] = self.typical[k]
-        self.set_code(z)
+        """Same style, other digit: of the digit dims only dim k is on, at the typical value of
+        digit k; the style dims keep their values (with no style dims: a one-hot code)."""
+        self.set_code(with_digit(self.slider_values(), k, self.typical, self.K)[0])
 
     def on_key(self, event):
-        """Key r: a random test digit. Keys 0-9: that digit's typical one-hot code."""
+        """Key r: a random test digit. Keys 0-9: digit k, in the current style."""
         if event.key == "r":
             self.show_random_digit()
-        elif event.key is not None and event.key.isdigit() and int(event.key) < len(self.sliders):
+        elif event.key is not None and event.key.isdigit() and int(event.key) < self.K:
             self.one_hot(int(event.key))
 
     # ---------------------------------------------------------------- drawing

@@ -1,15 +1,16 @@
-"""Figures of a trained run: latent traversals, the confusion matrix, training curves.
+"""Figures of a trained run: latent traversals, the confusion matrix, training curves, analogies.
 
     python -m gr_numpy.figures --run runs/default [--compare runs/no-routing] [--out DIR]
 
 `write_run_figures` is what train.py calls after training; the command line redraws a finished
 run's figures from its checkpoint.npz and metrics.json. With --compare it also draws
 routing_vs_plain.png: the same traversal for a routed and an unrouted model side by side. With
-routing, latent dim k draws digit k; without, the dims mean nothing in particular.
+routing, latent dim k draws digit k; without, the dims mean nothing in particular. A model with
+style dims also gets analogies.png: test images, each redrawn in its own style as every digit.
 
 Figures are drawn on a `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
 importing this module changes no global matplotlib state and needs no display.
-Glossary: N images, D pixels (784), K latent dims (10), S steps along a traversal.
+Glossary: N images, D pixels (784), K digit dims (10), S style dims, T steps along a traversal.
 """
 
 import argparse
@@ -25,11 +26,13 @@ from matplotlib.ticker import MaxNLocator
 from .checkpoint import CheckpointError, load_model
 from .cli import DEFAULT_RUN, METRICS_NAME, OneLineParser, add_data_dir, checkpoint_in, fail
 from .cli import output_dir
+from .codes import typical_levels, with_digit
 from .data import DataError, load_mnist, to_rows
 from .files import write_atomically
 
-TRAVERSAL_STEPS = 8          # S: columns of a traversal, from 0 to the dim's high value
+TRAVERSAL_STEPS = 8          # T: columns of a traversal, from 0 to the dim's high value
 HIGH_PERCENTILE = 99         # a dim's "high value" is this percentile of its test codes
+LOW_PERCENTILE = 1           # and a style dim's low value this one
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -49,55 +52,112 @@ def save_figure(fig, path):
 
 
 def _tile(images, side=28):
-    """(R, S, D) images -> one (R * side, S * side) picture, row r and column s at their place."""
-    R, S, _ = images.shape
-    return images.reshape(R, S, side, side).transpose(0, 2, 1, 3).reshape(R * side, S * side)
+    """(R, T, D) images -> one (R * side, T * side) picture, row r and column t at their place."""
+    R, T, _ = images.shape
+    return images.reshape(R, T, side, side).transpose(0, 2, 1, 3).reshape(R * side, T * side)
 
 
 # ---------------------------------------------------------------------------- traversal
 def high_values(model, x):
-    """x (N, D) -> (K,): the HIGH_PERCENTILE-th percentile of each dim of model.code(x).
+    """x (N, D) -> (K,): the HIGH_PERCENTILE-th percentile of each digit dim of model.code(x).
 
     The far end of each traversal. A dim whose percentile is not positive (a dim that is almost
     never on) gets 1.0 instead, so its row still moves away from the all-zero code.
     """
-    codes = model.code(x).astype(np.float64)                      # (N, K)
-    high = np.percentile(codes, HIGH_PERCENTILE, axis=0)          # (K,)
+    codes = model.code(x)[:, :model.config.latent].astype(np.float64)   # (N, K)
+    high = np.percentile(codes, HIGH_PERCENTILE, axis=0)                # (K,)
     return np.where(high > 0, high, 1.0)
 
 
 def traversal(model, high, steps=TRAVERSAL_STEPS):
-    """high (K,) -> images (K, S, D): row k decodes z = t * e_k for t = 0 .. high[k], others 0."""
-    K = model.config.latent
-    z = np.zeros((K, steps, K))                                   # (K, S, K)
+    """high (K,) -> images (K, T, D): row k decodes z = t * e_k for t = 0 .. high[k], others 0
+    (style dims too: 0 is their prior's mean, the "average hand")."""
+    K, C = model.config.latent, model.config.code_dim
+    z = np.zeros((K, steps, C))                                   # (K, T, K + S)
     for k in range(K):
         z[k, :, k] = np.linspace(0.0, high[k], steps)             # row k: dim k from 0 to high
-    return model.decode(z.reshape(K * steps, K)).reshape(K, steps, -1)
+    return model.decode(z.reshape(K * steps, C)).reshape(K, steps, -1)
 
 
-def draw_traversal(ax, images, high, title):
-    """Draw a (K, S, D) traversal on ax: one row per latent dim, its high value at the right."""
-    K, S, _ = images.shape
+def style_traversal(model, x, levels, steps=TRAVERSAL_STEPS):
+    """x (N, D), levels (K,) -> images (S, T, D), low (S,), high (S,): row s decodes digit
+    s mod K at its level with style dim s swept from its LOW_ to its HIGH_PERCENTILE on x,
+    the other style dims 0."""
+    K, S, C = model.config.latent, model.config.style, model.config.code_dim
+    style = model.code(x)[:, K:].astype(np.float64)               # (N, S)
+    low = np.percentile(style, LOW_PERCENTILE, axis=0)
+    high = np.percentile(style, HIGH_PERCENTILE, axis=0)
+    z = np.zeros((S, steps, C))                                   # (S, T, K + S)
+    for s in range(S):
+        z[s, :, s % K] = levels[s % K]
+        z[s, :, K + s] = np.linspace(low[s], high[s], steps)
+    return model.decode(z.reshape(S * steps, C)).reshape(S, steps, -1), low, high
+
+
+def draw_traversal(ax, images, high, title, names=None, low_text="0"):
+    """Draw a (R, T, D) traversal on ax: one row per dim, its high value at the right."""
+    R, T, _ = images.shape
     ax.imshow(_tile(images), cmap="gray", vmin=0, vmax=1)
-    ax.set_yticks(np.arange(K) * 28 + 14)
-    ax.set_yticklabels([f"dim {k}" for k in range(K)])
-    ax.set_xticks([14, (S - 1) * 28 + 14])
-    ax.set_xticklabels(["0", "high"])
+    ax.set_yticks(np.arange(R) * 28 + 14)
+    ax.set_yticklabels(names or [f"dim {k}" for k in range(R)])
+    ax.set_xticks([14, (T - 1) * 28 + 14])
+    ax.set_xticklabels([low_text, "high"])
     ax.set_xlabel("value of the dim (others 0)")
-    for k in range(K):
-        ax.text(S * 28 + 4, k * 28 + 14, f"{high[k]:.1f}", va="center", fontsize=7)
+    for k in range(R):
+        ax.text(T * 28 + 4, k * 28 + 14, f"{high[k]:.1f}", va="center", fontsize=7)
     ax.set_title(title, fontsize=10)
 
 
-def plot_traversal(model, x, path):
-    """traversal.png: row k decodes dim k swept from 0 up to its high value on x."""
+def plot_traversal(model, x, path, levels=None):
+    """traversal.png: row k decodes dim k swept from 0 up to its high value on x. With style
+    dims, a second panel sweeps each style dim (low to high) under one digit at levels (K,)."""
     high = high_values(model, x)
-    fig = new_figure(figsize=(5.2, 6.4))
-    ax = fig.add_subplot()
+    K, S = model.config.latent, model.config.style
+    fig = new_figure(figsize=(5.2 * (2 if S else 1), 6.4))
+    ax = fig.add_subplot(1, 2 if S else 1, 1)
     draw_traversal(ax, traversal(model, high), high,
                    f"Latent traversal (right column: {HIGH_PERCENTILE}th pct. of test codes)")
+    if S:
+        levels = high if levels is None else levels
+        images, low, style_high = style_traversal(model, x, levels)
+        draw_traversal(fig.add_subplot(1, 2, 2), images, style_high,
+                       f"Style dims, {LOW_PERCENTILE}st to {HIGH_PERCENTILE}th pct. of test codes",
+                       names=[f"style {s} (on {s % K})" for s in range(S)], low_text="low")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- analogies
+def analogies(model, x, levels):
+    """x (R, D), levels (K,) -> images (R, K, D): row r is x[r]'s style decoded as each digit,
+    the digit dims set to levels[d] * one-hot(d) and the style dims left as x[r] has them."""
+    K = model.config.latent
+    codes = model.code(x)                                           # (R, K + S)
+    return np.stack([model.decode(with_digit(codes, d, levels, K)) for d in range(K)], axis=1)
+
+
+def plot_analogies(model, x, levels, path):
+    """analogies.png: each row a test image, then its style decoded as each digit 0..K-1."""
+    images = analogies(model, x, levels)                            # (R, K, D)
+    R, K, _ = images.shape
+    grid = np.concatenate([x[:, None, :], images], axis=1)          # (R, 1 + K, D)
+    fig = new_figure(figsize=(0.55 * (K + 1) + 0.6, 0.55 * R + 1.0))
+    ax = fig.add_subplot()
+    ax.imshow(_tile(grid), cmap="gray", vmin=0, vmax=1)
+    ax.axvline(28 - 0.5, color="tab:orange", linewidth=2)
+    ax.set_xticks(np.arange(K + 1) * 28 + 14)
+    ax.set_xticklabels(["test"] + [str(d) for d in range(K)], fontsize=8)
+    ax.set_yticks([])
+    ax.set_title("Same style, other digit: a test image, then its style dims\n"
+                 "decoded with each digit dim on (no label loss anywhere)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def analogy_rows(labels, per_digit=1):
+    """labels (N,) -> indices of the first `per_digit` images of each digit 0..9, digit order."""
+    labels = np.asarray(labels)
+    return np.concatenate([np.flatnonzero(labels == d)[:per_digit] for d in range(10)])
 
 
 # ---------------------------------------------------------------------------- confusion
@@ -150,18 +210,26 @@ def plot_curves(history, path):
 
 
 def write_run_figures(model, test_images, test_labels, test_metrics, history, out_dir):
-    """Write traversal.png, confusion.png and curves.png into out_dir -> their paths.
+    """Write traversal.png, confusion.png, curves.png (and analogies.png with style dims) into
+    out_dir -> their paths.
 
     test_images uint8 (N, 28, 28) with test_labels (N,); test_metrics as `training.evaluate`
     returns it (needs "confusion" and "acc"); history: one dict per epoch (epoch, loss, recon,
-    kl, val_acc). test_labels are not needed by these figures; the signature is train.py's.
+    kl, val_acc). The labels pick one analogy row per digit and, as in the demo, each digit
+    dim's typical value (its median over the images of that digit).
     """
     out_dir = Path(out_dir)
     x = to_rows(test_images)                                      # (N, D)
-    return [plot_traversal(model, x, out_dir / "traversal.png"),
-            plot_confusion(test_metrics["confusion"], test_metrics["acc"],
-                           out_dir / "confusion.png"),
-            plot_curves(history, out_dir / "curves.png")]
+    K = model.config.latent
+    levels = typical_levels(model.code(x), test_labels, K, fallback=high_values(model, x))
+    paths = [plot_traversal(model, x, out_dir / "traversal.png", levels),
+             plot_confusion(test_metrics["confusion"], test_metrics["acc"],
+                            out_dir / "confusion.png"),
+             plot_curves(history, out_dir / "curves.png")]
+    if model.config.style:
+        rows = analogy_rows(test_labels)
+        paths.append(plot_analogies(model, x[rows], levels, out_dir / "analogies.png"))
+    return paths
 
 
 # ---------------------------------------------------------------------------- comparison

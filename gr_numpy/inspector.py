@@ -3,16 +3,17 @@
     python -m gr_numpy.inspector [--checkpoint PATH | --untrained] [--seed 0] [--plot PNG]
 
 Takes one batch of MNIST training images, runs the model forward and the decoder backward to get
-dL/dz (N, K), and follows it to the encoder's mu head twice: with routing (dL/dz masked by
+dL/dz (N, K + S), and follows it to the encoder's mu head twice: with routing (dL/dz masked by
 `routing.route_gradient`, as `VAE.backward` does) and without. It prints one table for each:
 row c = images of digit c, column k = latent dim k, cell = how much reconstruction gradient
 those images send into the encoder through dim k. With routing only the diagonal is non-zero;
-without it every cell is lit. Nothing is trained or changed. It inspects --checkpoint, else
+without it every cell is lit. A model with S style dims gets S more columns, shown apart: the
+style dims are not routed, so every digit's gradient reaches them either way. Nothing is trained or changed. It inspects --checkpoint, else
 runs/default/checkpoint.npz if present, else (or with --untrained) a freshly initialised model,
 which shows the same pattern.
 
-Glossary: N batch, D pixels (784), K latent dims (= classes, 10). Tables are (K, K):
-row = true digit, column = latent dim.
+Glossary: N batch, D pixels (784), K digit dims (= classes, 10), S style dims. Tables are
+(K, K + S): row = true digit, column = latent dim (the K digit dims, then the S style dims).
 """
 
 import argparse
@@ -36,20 +37,20 @@ batch mean: the cell is the gradient of an image's own reconstruction loss. '.' 
 
 
 def recon_gradient_at_mu(model, cache, dz, labels):
-    """dz (N, K) = dL_recon/dz, labels (N,) or None -> dmu_recon (N, K), the part that reaches mu.
+    """dz (N, K + S) = dL_recon/dz, labels (N,) or None -> dmu_recon (N, K + S), reaching mu.
 
     What `VAE.backward` does after the decoder, stopped at mu and without the KL and L1 terms,
     so that each image's gradient can be seen before the encoder's layers sum it over the batch:
     the same `route_gradient`, then the model's own `sample_backward`.
     """
     if labels is not None:
-        dz = route_gradient(dz, labels)                               # the routing step
+        dz = route_gradient(dz, labels, model.config.style)           # the routing step
     dmu_recon, _ = model.sample_backward(dz, cache)                   # through relu and eps
-    return dmu_recon                                                  # (N, K)
+    return dmu_recon                                                  # (N, K + S)
 
 
 def routing_table(model, x, labels, eps):
-    """x (N, D) floats, labels (N,) ints, eps (N, K) -> routed (K, K), plain (K, K) float64.
+    """x (N, D), labels (N,), eps (N, K + S) -> routed, plain: (K, K + S) float64 each.
 
     Cell [c, k]: the mean over the batch's images of digit c of N * |dmu_recon[n, k]|, the
     reconstruction gradient that reaches the encoder through latent dim k (see CELL_MEANING).
@@ -59,17 +60,17 @@ def routing_table(model, x, labels, eps):
     x = model._check_x(x, "routing_table")
     eps = model._check_eps(eps, x.shape[0], "routing_table")
     labels = model._check_labels(labels, x.shape[0], "routing_table")
-    N, K = x.shape[0], model.config.latent
+    N, K, C = x.shape[0], model.config.latent, model.config.code_dim
 
     _, cache = model.forward(x, eps)
-    dz = model.decoder_backward(cache, {})                            # (N, K) dL_recon/dz
-    routed = recon_gradient_at_mu(model, cache, dz, labels)           # (N, K)
-    plain = recon_gradient_at_mu(model, cache, dz, None)              # (N, K)
+    dz = model.decoder_backward(cache, {})                            # (N, K + S) dL_recon/dz
+    routed = recon_gradient_at_mu(model, cache, dz, labels)           # (N, K + S)
+    plain = recon_gradient_at_mu(model, cache, dz, None)              # (N, K + S)
 
     tables = []
     for g in (routed, plain):
-        per_image = N * np.abs(g.astype(np.float64))                  # (N, K)
-        table = np.full((K, K), np.nan)
+        per_image = N * np.abs(g.astype(np.float64))                  # (N, K + S)
+        table = np.full((K, C), np.nan)
         for c in range(K):
             if np.any(labels == c):
                 table[c] = per_image[labels == c].mean(axis=0)
@@ -78,45 +79,58 @@ def routing_table(model, x, labels, eps):
 
 
 def format_table(table, counts, title):
-    """A (K, K) table -> lines of text: one row per digit, '.' for an exact 0, '-' for no images."""
-    C, K = table.shape
+    """A (K, K + S) table -> lines of text: one row per digit, '.' for an exact 0, '-' for no
+    images; the S style columns come after a second bar. The diagonal is over the digit dims."""
+    C, width = table.shape                                            # C = K digit rows
+    S = width - C
     finite = table[np.isfinite(table)]
     decimals = 3 if finite.size == 0 or finite.max() < 10 else 1
-    lines = [title, "digit  images |" + "".join(f"{f'dim {k}':>8}" for k in range(K))]
+
+    def cells(values):
+        return "".join(f"{'-' if np.isnan(v) else '.' if v == 0 else f'{v:.{decimals}f}':>8}"
+                       for v in values)
+
+    header = "digit  images |" + "".join(f"{f'dim {k}':>8}" for k in range(C))
+    header += (" |" + "".join(f"{f'style {s}':>8}" for s in range(S))) if S else ""
+    lines = [title, header]
     for c in range(C):
-        cells = []
-        for v in table[c]:
-            cells.append("-" if np.isnan(v) else "." if v == 0 else f"{v:.{decimals}f}")
-        lines.append(f"{c:5d}  {counts[c]:6d} |" + "".join(f"{s:>8}" for s in cells))
-    total = np.nansum(table)
-    diag = np.nansum(np.diagonal(table))
-    off_max = np.nanmax(np.where(np.eye(C, K, dtype=bool), np.nan, table)) if C > 1 else 0.0
+        row = f"{c:5d}  {counts[c]:6d} |" + cells(table[c, :C])
+        lines.append(row + (" |" + cells(table[c, C:]) if S else ""))
+    digits = table[:, :C]
+    total = np.nansum(digits)
+    diag = np.nansum(np.diagonal(digits))
+    off_max = np.nanmax(np.where(np.eye(C, dtype=bool), np.nan, digits)) if C > 1 else 0.0
     off_text = "0 (exactly)" if off_max == 0 else f"{off_max:.{decimals}f}"
-    lines.append(f"diagonal share of the table {100 * diag / total:.1f}% | largest off-diagonal "
-                 f"cell {off_text}" if total > 0 else "the table is all zero")
+    lines.append(f"digit dims: diagonal share {100 * diag / total:.1f}% | largest off-diagonal "
+                 f"cell {off_text}" if total > 0 else "the digit dims' table is all zero")
+    if S:
+        lines.append(f"style dims (not routed): mean cell {np.nanmean(table[:, C:]):.{decimals}f}")
     return lines
 
 
 def plot_tables(routed, plain, path, subtitle=""):
     """Both tables as heatmaps side by side, on one colour scale, written to a PNG at path."""
     vmax = np.nanmax([np.nanmax(routed), np.nanmax(plain)])
-    fig = new_figure(figsize=(12, 4.9))
+    fig = new_figure(figsize=(12 + 1.2 * (routed.shape[1] - routed.shape[0]), 4.9))  # S wider
     axes = fig.subplots(1, 2)
     for ax, table, title in zip(axes, (routed, plain),
                                 ("with routing: route_gradient(dL/dz, labels)",
                                  "without routing: dL/dz")):
         image = ax.imshow(table, cmap="magma", vmin=0, vmax=vmax)
-        C, K = table.shape
+        C, width = table.shape
         for c in range(C):
-            for k in range(K):
+            for k in range(width):
                 v = table[c, k]
                 if np.isfinite(v) and v > 0:
                     ax.text(k, c, f"{v:.2g}", ha="center", va="center", fontsize=7,
                             color="black" if v > 0.6 * vmax else "white")
+        if width > C:                                             # the style dims, set apart
+            ax.axvline(C - 0.5, color="cyan", linewidth=2)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("latent dim k")
+        ax.set_xlabel("latent dim k" + (" (after the line: style dims)" if width > C else ""))
         ax.set_ylabel("true digit c")
-        ax.set_xticks(range(K))
+        ax.set_xticks(range(width))
+        ax.set_xticklabels([str(k) for k in range(C)] + [f"s{s}" for s in range(width - C)])
         ax.set_yticks(range(C))
     fig.colorbar(image, ax=axes, shrink=0.8,
                  label="mean |gradient into the encoder through dim k| per image")
@@ -177,7 +191,7 @@ def main(argv=None):
     idx = np.sort(rng.choice(len(images), size=min(args.batch_size, len(images)), replace=False))
     x = to_rows(images[idx])                                          # (N, 784)
     y = labels[idx].astype(np.intp)                                   # (N,)
-    eps = rng.standard_normal((len(idx), cfg.latent), dtype=np.float32)   # (N, K)
+    eps = rng.standard_normal((len(idx), cfg.code_dim), dtype=np.float32)   # (N, K + S)
 
     routed, plain = routing_table(model, x, y, eps)
     counts = np.bincount(y, minlength=cfg.latent)

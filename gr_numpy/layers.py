@@ -1,11 +1,11 @@
-"""Layers as forward/backward pairs: Linear, ReLU, ELU, Sigmoid, and Linear + activation.
+"""Layers as forward/backward pairs: Linear, ReLU, ELU, Sigmoid, Linear + activation, style inputs.
 
 Each `*_forward` returns `(out, cache)`; the matching `*_backward(dout, cache)` returns the
 gradient with respect to each input, as new arrays (the incoming `dout` is never modified).
 The heavy lifting (matmul, bias, activations) goes through `ops`, so the same code runs on the
 Numba kernels or on plain NumPy. This file holds no parameters and no state: the model owns those.
 
-Shapes: N batch rows, D_in / D_out layer widths. Convention: W is (D_in, D_out), y = x @ W + b,
+Shapes: N batch rows, D_in / D_out layer widths, K digit dims, S style dims. Convention: W is (D_in, D_out), y = x @ W + b,
 so dx = dy @ W.T, dW = x.T @ dy, db = dy.sum(0).
 """
 
@@ -118,4 +118,63 @@ def linear_elu_backward(dh, cache, need_dx=True):
 LINEAR_ACTIVATIONS = {
     "relu": (linear_relu_forward, linear_relu_backward),
     "elu": (linear_elu_forward, linear_elu_backward),
+}
+
+
+# ---------------------------------------------------------------------------- Style product
+# The decoder's input layer when the code has S style dims besides the K digit dims: the style
+# reaches the decoder only multiplied by the digit code, so where the digit code is all zero the
+# style has nothing to act on.
+def style_product_forward(z_d, z_s):
+    """u = [z_d, vec(z_d outer z_s)].   z_d (N, K), z_s (N, S) -> u (N, K + K*S).
+
+    Column K + k*S + s of u is z_d[n, k] * z_s[n, s]: style s as it applies to digit dim k.
+    """
+    N, K = z_d.shape
+    S = z_s.shape[1]
+    product = (z_d[:, :, None] * z_s[:, None, :]).reshape(N, K * S)    # (N, K*S)
+    u = np.concatenate([z_d, product], axis=1)                          # (N, K + K*S)
+    return u, (z_d, z_s)
+
+
+def style_product_backward(du, cache):
+    """du (N, K + K*S) -> dz_d (N, K), dz_s (N, S), new arrays."""
+    z_d, z_s = cache
+    N, K = z_d.shape
+    S = z_s.shape[1]
+    dz_d_direct = du[:, :K]                                  # u[:, :K] = z_d
+    dproduct = du[:, K:].reshape(N, K, S)                    # product[n, k, s] = z_d[n,k] z_s[n,s]
+    dz_d_product = (dproduct * z_s[:, None, :]).sum(axis=2)  # (N, K)
+    dz_d = dz_d_direct + dz_d_product                        # z_d feeds both parts of u
+    dz_s = (dproduct * z_d[:, :, None]).sum(axis=1)          # (N, S)
+    return dz_d, dz_s
+
+
+def style_shared_forward(z_d, z_s):
+    """u = [z_d, m * z_s] with m = sum_k z_d[:, k].   z_d (N, K), z_s (N, S) -> u (N, K + S).
+
+    The outer product above with one set of style columns for every digit: style s enters the
+    decoder the same way whichever digit dim is on, scaled by how much digit there is (m = 0
+    when the digit code is all zero).
+    """
+    m = z_d.sum(axis=1, keepdims=True)                       # (N, 1)
+    u = np.concatenate([z_d, m * z_s], axis=1)               # (N, K + S)
+    return u, (z_d, z_s, m)
+
+
+def style_shared_backward(du, cache):
+    """du (N, K + S) -> dz_d (N, K), dz_s (N, S), new arrays."""
+    z_d, z_s, m = cache
+    K = z_d.shape[1]
+    dz_d_direct = du[:, :K]                                  # u[:, :K] = z_d
+    dm = (du[:, K:] * z_s).sum(axis=1, keepdims=True)        # u[:, K:] = m * z_s     (N, 1)
+    dz_d = dz_d_direct + dm                                  # dm/dz_d[:, k] = 1 for every k
+    dz_s = du[:, K:] * m                                     # (N, S)
+    return dz_d, dz_s
+
+
+# The decoder's input layer for a code with style dims, by VAEConfig.style_input.
+STYLE_INPUTS = {
+    "outer": (style_product_forward, style_product_backward),
+    "shared": (style_shared_forward, style_shared_backward),
 }

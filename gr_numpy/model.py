@@ -3,20 +3,25 @@
     x (N, D) -> encoder MLP -> mu, logvar (N, K) -> z = relu(mu + exp(logvar/2) * eps)
              -> decoder MLP -> logits (N, D) -> sigmoid -> reconstruction of x
 
+With S style dims (`VAEConfig.style`, default 0), the heads give K + S means and log-variances;
+the K digit dims go through the ReLU as above, the S style dims do not, and the decoder reads
+[z_d, vec(z_d outer z_s)] (N, K + K*S), or [z_d, sum(z_d) * z_s] (N, K + S) with
+style_input "shared": style reaches it only multiplied by the digit code.
+
 `VAE.loss_and_grads(x, labels, eps)` runs it forwards and backwards. Passing `labels` turns on
 gradient routing: in `VAE.backward`, between the decoder's and the encoder's backward passes,
-dL/dz is masked to each image's label column (`routing.route_gradient`). Parameters are one plain
-dict of named arrays and the gradients come back in a dict with the same keys. Not here: the optimiser (adam.py), the data
-(data.py), the training loop (training.py).
+dL/dz is masked to each image's label column on the digit dims (`routing.route_gradient`).
+Parameters are one plain dict of named arrays and the gradients come back in a dict with the
+same keys. Not here: the optimiser (adam.py), the data (data.py), the training loop (training.py).
 
-Glossary: N batch, D pixels (784), H a hidden width, K latent dims (= classes, 10).
+Glossary: N batch, D pixels (784), H a hidden width, K digit dims (= classes, 10), S style dims.
 """
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, linear_backward, linear_forward
+from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, STYLE_INPUTS, linear_backward, linear_forward
 from .layers import relu_backward, relu_forward, sigmoid_forward
 from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
@@ -36,8 +41,12 @@ class VAEConfig:
     relu_z: bool = True             # z = relu(sample): "more of a digit" is positive
     recon: str = "bce"              # "bce" (Bernoulli cross-entropy) or "sse" (sum sq. error)
     recon_weight: float = 1.0       # multiplies the reconstruction loss
-    kl_weight: float = 1.0          # multiplies the KL term
-    l1_weight: float = 0.0          # multiplies an L1 penalty on z (label-free, not routed)
+    kl_weight: float = 1.0          # multiplies the KL term of the K digit dims
+    l1_weight: float = 0.0          # multiplies an L1 penalty on z_d (label-free, not routed)
+    style: int = 0                  # S: unrouted style dims after the K digit dims (0: none)
+    style_kl_weight: float = 1.0    # multiplies the KL term of the S style dims
+    style_input: str = "outer"      # decoder input: "outer" [z_d, vec(z_d outer z_s)] or
+                                    # "shared" [z_d, sum(z_d) * z_s] (one style for all digits)
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -55,11 +64,28 @@ class VAEConfig:
         sizes = (self.input_dim, self.latent) + self.enc_hidden + self.dec_hidden
         if any(s < 1 for s in sizes):
             raise ValueError(f"VAEConfig: every layer size must be >= 1, got {sizes}")
+        if self.style_input not in STYLE_INPUTS:
+            raise ValueError(f"VAEConfig: style_input must be one of {sorted(STYLE_INPUTS)}, "
+                             f"got {self.style_input!r}")
+        if self.style < 0 or self.style_kl_weight < 0:
+            raise ValueError(f"VAEConfig: style and style_kl_weight must be >= 0, got "
+                             f"{self.style}, {self.style_kl_weight}")
 
     def to_dict(self):
         d = asdict(self)
         d["enc_hidden"], d["dec_hidden"] = list(self.enc_hidden), list(self.dec_hidden)
         return d
+
+    @property
+    def code_dim(self):
+        """K + S: the width of mu, logvar, eps and of the code z the decoder reads."""
+        return self.latent + self.style
+
+    @property
+    def decoder_input_dim(self):
+        """The decoder's input width: K + K*S for [z_d, vec(z_d outer z_s)], K + S if shared."""
+        per_digit = self.latent if self.style_input == "outer" else 1
+        return self.latent + per_digit * self.style
 
 
 def layer_shapes(cfg):
@@ -69,8 +95,8 @@ def layer_shapes(cfg):
     for i in range(len(cfg.enc_hidden)):
         shapes[f"enc{i}.W"], shapes[f"enc{i}.b"] = (sizes[i], sizes[i + 1]), (sizes[i + 1],)
     for head in ("mu", "logvar"):
-        shapes[f"{head}.W"], shapes[f"{head}.b"] = (sizes[-1], cfg.latent), (cfg.latent,)
-    sizes = (cfg.latent,) + cfg.dec_hidden
+        shapes[f"{head}.W"], shapes[f"{head}.b"] = (sizes[-1], cfg.code_dim), (cfg.code_dim,)
+    sizes = (cfg.decoder_input_dim,) + cfg.dec_hidden
     for i in range(len(cfg.dec_hidden)):
         shapes[f"dec{i}.W"] = (sizes[i], sizes[i + 1])
         if cfg.dec_hidden_bias:
@@ -101,26 +127,34 @@ class VAE:
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, eps):
-        """x (N, D), eps (N, K) -> losses dict, cache for `backward`."""
-        cfg = self.config
+        """x (N, D), eps (N, K + S) -> losses dict, cache for `backward`."""
+        cfg, K = self.config, self.config.latent
         cache = {}
-        mu, logvar, z = self.encoder_forward(x, eps, cache)             # (N, K) each
+        mu, logvar, z = self.encoder_forward(x, eps, cache)             # (N, K + S) each
         logits = self.decoder_forward(z, cache)                         # (N, D)
 
         recon, dlogits = RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
-        kl, dmu_kl, dlogvar_kl = kl_normal(mu, logvar)
-        l1, dz_l1 = l1_penalty(z)
+        kl_d, dmu_kl_d, dlogvar_kl_d = kl_normal(mu[:, :K], logvar[:, :K])   # the digit dims
+        kl_s, dmu_kl_s, dlogvar_kl_s = kl_normal(mu[:, K:], logvar[:, K:])   # style: 0 if S = 0
+        l1, dz_l1 = l1_penalty(z[:, :K])                              # the digit code only
+        no_style = np.zeros((x.shape[0], cfg.style), dtype=z.dtype)   # (N, S)
         cache["dlogits"] = cfg.recon_weight * dlogits                 # dL/dlogits
-        cache["dmu_kl"] = cfg.kl_weight * dmu_kl                      # dL/dmu through the KL
-        cache["dlogvar_kl"] = cfg.kl_weight * dlogvar_kl              # dL/dlogvar through the KL
-        cache["dz_l1"] = cfg.l1_weight * dz_l1                        # dL/dz through the L1
-        loss = cfg.recon_weight * recon + cfg.kl_weight * kl + cfg.l1_weight * l1
-        losses = {"loss": loss, "recon": recon, "kl": kl, "l1": l1}
+        cache["dmu_kl"] = np.concatenate([cfg.kl_weight * dmu_kl_d,   # dL/dmu through the KL
+                                          cfg.style_kl_weight * dmu_kl_s], axis=1)
+        cache["dlogvar_kl"] = np.concatenate([cfg.kl_weight * dlogvar_kl_d,   # and dL/dlogvar
+                                              cfg.style_kl_weight * dlogvar_kl_s], axis=1)
+        cache["dz_l1"] = np.concatenate([cfg.l1_weight * dz_l1, no_style], axis=1)  # dL/dz, L1
+        loss = (cfg.recon_weight * recon + cfg.kl_weight * kl_d + cfg.style_kl_weight * kl_s
+                + cfg.l1_weight * l1)
+        losses = {"loss": loss, "recon": recon, "kl": kl_d + kl_s, "l1": l1}
         return losses, cache
 
     def encoder_forward(self, x, eps, cache):
-        """x (N, D), eps (N, K) -> mu, logvar, z (N, K) each; records what backward needs in cache."""
-        cfg, p = self.config, self.params
+        """x (N, D), eps (N, K + S) -> mu, logvar, z (N, K + S) each; fills cache for backward.
+
+        z = [relu(sample[:, :K]), sample[:, K:]]: the ReLU acts on the digit dims only.
+        """
+        cfg, p, K = self.config, self.params, self.config.latent
         hidden_forward, _ = LINEAR_ACTIVATIONS[cfg.enc_act]
         cache["enc"] = []
         h = x
@@ -129,17 +163,22 @@ class VAE:
             cache["enc"].append(layer)
         mu, cache["mu"] = linear_forward(h, p["mu.W"], p["mu.b"])
         logvar, cache["logvar"] = linear_forward(h, p["logvar.W"], p["logvar.b"])
-        z, cache["reparam"] = reparameterize_forward(mu, logvar, eps)
+        sample, cache["reparam"] = reparameterize_forward(mu, logvar, eps)   # (N, K + S)
+        z_d, z_s = sample[:, :K], sample[:, K:]                               # (N, K), (N, S)
         if cfg.relu_z:
-            z, cache["relu_z"] = relu_forward(z)
+            z_d, cache["relu_z"] = relu_forward(z_d)
+        z = np.concatenate([z_d, z_s], axis=1)                                # (N, K + S)
         return mu, logvar, z
 
     def decoder_forward(self, z, cache):
-        """z (N, K) -> logits (N, D) of the pixels; records what backward needs in cache."""
-        cfg, p = self.config, self.params
+        """z (N, K + S) -> logits (N, D) of the pixels; records what backward needs in cache."""
+        cfg, p, K = self.config, self.params, self.config.latent
         hidden_forward, _ = LINEAR_ACTIVATIONS[cfg.dec_act]
         cache["dec"] = []
-        h = z
+        h = z                                                   # S = 0: the decoder reads z
+        if cfg.style:
+            style_forward, _ = STYLE_INPUTS[cfg.style_input]
+            h, cache["style_input"] = style_forward(z[:, :K], z[:, K:])   # (N, K + K*S) or K + S
         for i in range(len(cfg.dec_hidden)):
             h, layer = hidden_forward(h, p[f"dec{i}.W"], p.get(f"dec{i}.b"))  # no bias by default
             cache["dec"].append(layer)
@@ -150,22 +189,23 @@ class VAE:
     def backward(self, cache, labels=None):
         """The forward pass in reverse. labels (N,) turns routing on; None is a plain VAE."""
         grads = {}
-        dz = self.decoder_backward(cache, grads)                      # (N, K) dL_recon/dz
+        dz = self.decoder_backward(cache, grads)                      # (N, K + S) dL_recon/dz
 
         # ---------------------------------------------------------------- GRADIENT ROUTING
         # The only change from a plain VAE. Zero every column of dL_recon/dz except the image's
         # label, so the reconstruction error of a "3" reaches the encoder only through latent
-        # dim 3. The KL and L1 gradients (added in encoder_backward) are not routed: they are a
-        # prior on every dim, not a signal about which dim should describe this image.
+        # dim 3; the S style columns after the K digit columns pass unchanged. The KL and L1
+        # gradients (added in encoder_backward) are not routed: they are a prior on every dim,
+        # not a signal about which dim should describe this image.
         if labels is not None:
-            dz = route_gradient(dz, labels)                           # (N, K)
+            dz = route_gradient(dz, labels, self.config.style)        # (N, K + S)
         # ----------------------------------------------------------------------------------
 
         self.encoder_backward(dz, cache, grads)
         return grads
 
     def decoder_backward(self, cache, grads):
-        """From dL/dlogits back to dL/dz (N, K); fills the decoder's entries of grads."""
+        """From dL/dlogits back to dL/dz (N, K + S); fills the decoder's entries of grads."""
         cfg = self.config
         _, hidden_backward = LINEAR_ACTIVATIONS[cfg.dec_act]
         dh, grads["out.W"], grads["out.b"] = linear_backward(cache["dlogits"], cache["out"])
@@ -173,10 +213,14 @@ class VAE:
             dh, grads[f"dec{i}.W"], db = hidden_backward(dh, cache["dec"][i])
             if db is not None:
                 grads[f"dec{i}.b"] = db
-        return dh
+        if not cfg.style:
+            return dh                                                 # S = 0: dL/dz itself
+        _, style_backward = STYLE_INPUTS[cfg.style_input]
+        dz_d, dz_s = style_backward(dh, cache["style_input"])         # (N, K), (N, S)
+        return np.concatenate([dz_d, dz_s], axis=1)                   # (N, K + S)
 
     def encoder_backward(self, dz, cache, grads):
-        """From dL/dz (N, K), routed or not, back through z, the heads and the encoder; fills grads."""
+        """From dL/dz (N, K + S), routed or not, back through z, the heads and the encoder."""
         cfg = self.config
         dz = dz + cache["dz_l1"]                  # the L1 penalty's gradient, like KL's: unrouted
 
@@ -195,13 +239,19 @@ class VAE:
         return grads
 
     def sample_backward(self, dz, cache):
-        """dL/dz (N, K) -> dL/dmu, dL/dlogvar (N, K) through z = relu(mu + exp(logvar/2) * eps)."""
+        """dL/dz (N, K + S) -> dL/dmu, dL/dlogvar (N, K + S) through z = relu(mu + std * eps).
+
+        The ReLU is on the K digit dims only; the style dims' gradient reaches the sample as is.
+        """
+        K = self.config.latent
+        dz_d, dz_s = dz[:, :K], dz[:, K:]                             # (N, K), (N, S)
         if self.config.relu_z:
-            dz = relu_backward(dz, cache["relu_z"])
-        return reparameterize_backward(dz, cache["reparam"])
+            dz_d = relu_backward(dz_d, cache["relu_z"])
+        dsample = np.concatenate([dz_d, dz_s], axis=1)                # (N, K + S)
+        return reparameterize_backward(dsample, cache["reparam"])
 
     def loss_and_grads(self, x, labels=None, eps=None):
-        """x (N, D) floats in [0, 1]; labels (N,) ints or None; eps (N, K) noise or None (= zeros).
+        """x (N, D) floats in [0, 1]; labels (N,) ints or None; eps (N, K + S) noise or None (0).
 
         Returns (losses, grads): losses has "loss", "recon", "kl", "l1" (mean per image);
         grads has one array per parameter, same keys and shapes. The caller draws eps
@@ -209,7 +259,7 @@ class VAE:
         """
         x = self._check_x(x, "loss_and_grads")
         if eps is None:
-            eps = np.zeros((x.shape[0], self.config.latent), dtype=x.dtype)
+            eps = np.zeros((x.shape[0], self.config.code_dim), dtype=x.dtype)
         eps = self._check_eps(eps, x.shape[0], "loss_and_grads")
         if labels is not None:
             labels = self._check_labels(labels, x.shape[0], "loss_and_grads")
@@ -219,23 +269,35 @@ class VAE:
 
     # ------------------------------------------------------------------ inference
     def encode(self, x, batch_size=1000):
-        """x (N, D) -> mu (N, K), the encoder's mean. argmax over K is the predicted digit."""
+        """x (N, D) -> mu (N, K + S), the encoder's mean. See `predict` for the digit."""
         x = self._check_x(x, "encode")
         return np.concatenate([self._encode(x[i:i + batch_size])
                                for i in range(0, len(x), batch_size)] or [self._empty()])
 
+    def predict(self, x, batch_size=1000):
+        """x (N, D) -> (N,) the predicted digit: argmax of mu over the K digit dims."""
+        return np.argmax(self.encode(x, batch_size)[:, :self.config.latent], axis=1)
+
     def code(self, x, batch_size=1000):
-        """x (N, D) -> the noiseless code the decoder reads: relu(mu) with ReLU on z, else mu."""
+        """x (N, D) -> the noiseless code the decoder reads (N, K + S): mu, digit dims ReLU'd."""
         mu = self.encode(x, batch_size)
-        return np.maximum(mu, 0) if self.config.relu_z else mu
+        return self.code_of_mean(mu)
+
+    def code_of_mean(self, mu):
+        """mu (N, K + S) -> the noiseless code: relu on the K digit dims if relu_z, style as is."""
+        if not self.config.relu_z:
+            return mu
+        K = self.config.latent
+        return np.concatenate([np.maximum(mu[:, :K], 0), mu[:, K:]], axis=1)
 
     def decode(self, z, batch_size=1000):
-        """z (N, K) codes -> images (N, D) in [0, 1]. Pass codes as the decoder reads them."""
+        """z (N, K + S) codes -> images (N, D) in [0, 1]. Pass codes as the decoder reads them."""
         z = np.asarray(z)
+        C = self.config.code_dim
         if z.ndim == 1:
             z = z[None, :]
-        if z.ndim != 2 or z.shape[1] != self.config.latent or not np.issubdtype(z.dtype, np.number):
-            raise ValueError(f"decode: z must be numbers of shape (N, {self.config.latent}), "
+        if z.ndim != 2 or z.shape[1] != C or not np.issubdtype(z.dtype, np.number):
+            raise ValueError(f"decode: z must be numbers of shape (N, {C}), "
                              f"got {z.dtype} {z.shape}")
         z = z.astype(self.config.dtype)
         return np.concatenate([self._decode(z[i:i + batch_size])
@@ -246,7 +308,7 @@ class VAE:
         return self.decode(self.code(x))
 
     def _encode(self, x):
-        eps = np.zeros((x.shape[0], self.config.latent), dtype=x.dtype)
+        eps = np.zeros((x.shape[0], self.config.code_dim), dtype=x.dtype)
         mu, _, _ = self.encoder_forward(x, eps, {})
         return mu
 
@@ -255,7 +317,7 @@ class VAE:
         return xhat
 
     def _empty(self):
-        return np.zeros((0, self.config.latent), dtype=self.config.dtype)
+        return np.zeros((0, self.config.code_dim), dtype=self.config.dtype)
 
     # ------------------------------------------------------------------ input checks
     def _check_params(self):
@@ -282,9 +344,10 @@ class VAE:
 
     def _check_eps(self, eps, N, where):
         eps = np.asarray(eps)
-        if eps.shape != (N, self.config.latent) or not np.issubdtype(eps.dtype, np.floating):
-            raise ValueError(f"{where}: eps must be floats of shape ({N}, "
-                             f"{self.config.latent}), got {eps.dtype} {eps.shape}")
+        C = self.config.code_dim
+        if eps.shape != (N, C) or not np.issubdtype(eps.dtype, np.floating):
+            raise ValueError(f"{where}: eps must be floats of shape ({N}, {C}) (K + S), "
+                             f"got {eps.dtype} {eps.shape}")
         return np.ascontiguousarray(eps, dtype=self.config.dtype)
 
     def _check_labels(self, labels, N, where):

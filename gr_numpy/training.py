@@ -51,15 +51,17 @@ class TrainingDiverged(RuntimeError):
 def evaluate(model, images, labels, batch_size=1000):
     """Argmax accuracy of the encoder mean, per class, and reconstruction MSE per pixel.
 
-    images (N, 28, 28) uint8, labels (N,). The reconstruction decodes the noiseless code
-    relu(mu) (or mu without ReLU on z), exactly what the demo shows.
+    images (N, 28, 28) uint8, labels (N,). The digit is the argmax of mu over the K digit dims
+    (style dims never vote). The reconstruction decodes the noiseless code (relu on the digit
+    part of mu, style part as is), exactly what the demo shows.
     """
     predicted, sq_err = [], 0.0
+    K = model.config.latent
     for i in range(0, len(images), batch_size):
         x = to_rows(images[i:i + batch_size])
-        mu = model.encode(x)                                        # (n, K)
-        code = np.maximum(mu, 0) if model.config.relu_z else mu     # = model.code(x)
-        predicted.append(np.argmax(mu, axis=1))
+        mu = model.encode(x)                                        # (n, K + S)
+        code = model.code_of_mean(mu)                               # = model.code(x)
+        predicted.append(np.argmax(mu[:, :K], axis=1))              # = model.predict(x)
         sq_err += float(((model.decode(code) - x) ** 2).sum(dtype=np.float64))
     predicted = np.concatenate(predicted)
     labels = np.asarray(labels, dtype=np.intp)
@@ -115,7 +117,11 @@ class Trainer:
             raise CheckpointError(f"{path} holds a model but not a training position (missing "
                                   f"{sorted(missing) or ['perm']}); it cannot be resumed — use a "
                                   f"new --out")
-        if meta["model"] != self.mcfg.to_dict():
+        try:
+            stored = VAEConfig(**meta["model"]).to_dict()    # fields an older run lacks: defaults
+        except TypeError as e:
+            raise CheckpointError(f"{path}: its model does not match this gr-numpy ({e})") from None
+        if stored != self.mcfg.to_dict():
             raise ValueError(f"{path} was trained with a different model ({meta['model']}); "
                              f"resume with the same flags, or use a new --out")
         self.model = VAE(self.mcfg, params=params)
@@ -150,7 +156,7 @@ class Trainer:
         self.stop_signal = signum     # finish the current step, save, stop: nothing half-done
 
     def _run_epoch(self):
-        tcfg, K = self.tcfg, self.mcfg.latent
+        tcfg, C = self.tcfg, self.mcfg.code_dim                 # C = K + S
         n = len(self.train_images)
         steps = math.ceil(n / tcfg.batch_size)
         if self.perm is None:                               # a new epoch: a new shuffle
@@ -162,7 +168,7 @@ class Trainer:
             idx = self.perm[self.step * tcfg.batch_size:(self.step + 1) * tcfg.batch_size]
             x = to_rows(self.train_images[idx])                              # (B, 784)
             labels = self.train_labels[idx].astype(np.intp) if tcfg.routing else None
-            eps = self.rng.standard_normal((len(idx), K), dtype=np.float32)  # (B, K)
+            eps = self.rng.standard_normal((len(idx), C), dtype=np.float32)  # (B, K + S)
             losses, grads = self.model.loss_and_grads(x, labels=labels, eps=eps)
             if not math.isfinite(losses["loss"]):
                 kept = (f"the last good checkpoint is kept at {self.checkpoint_path}"

@@ -28,8 +28,9 @@ from gr_numpy.model import VAE, VAEConfig  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def small_model():
-    return VAE(VAEConfig(enc_hidden=(16,), dec_hidden=(16,)), rng=np.random.default_rng(0))
+def small_model(style=0):
+    cfg = VAEConfig(enc_hidden=(16,), dec_hidden=(16,), style=style)
+    return VAE(cfg, rng=np.random.default_rng(0))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,8 +40,7 @@ def numpy_backend():
         yield
 
 
-@pytest.fixture
-def demo(monkeypatch):
+def make_demo(monkeypatch, style=0):
     """A demo on an untrained small model and 40 random 'test images' (labels 0..9 in turn)."""
     # On Agg, draw_idle draws at once (a GUI would wait until it is idle), about 0.1 s a time.
     # These tests check the arrays behind the pixels, so they skip the drawing; the --save
@@ -49,7 +49,20 @@ def demo(monkeypatch):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(40, SIDE, SIDE), dtype=np.uint8)
     labels = np.arange(40) % 10
-    d = Demo(small_model(), images, labels, rng=np.random.default_rng(2))
+    return Demo(small_model(style), images, labels, rng=np.random.default_rng(2))
+
+
+@pytest.fixture
+def demo(monkeypatch):
+    d = make_demo(monkeypatch)
+    yield d
+    plt.close(d.fig)
+
+
+@pytest.fixture
+def style_demo(monkeypatch):
+    """The same, on a model with S = 3 style dims."""
+    d = make_demo(monkeypatch, style=3)
     yield d
     plt.close(d.fig)
 
@@ -100,6 +113,25 @@ def test_set_code_moves_every_slider_and_redraws_once(demo, monkeypatch):
     assert_shows_decode_of_sliders(demo)
 
 
+def test_the_window_opens_on_a_random_test_digit_not_the_blank_code(demo):
+    assert demo.index is not None
+    x = to_rows(demo.images[demo.index:demo.index + 1])
+    np.testing.assert_allclose(demo.slider_values(), demo.model.code(x)[0], rtol=0, atol=1e-6)
+    assert demo.status.get_text().startswith(f"true {demo.labels[demo.index]} · predicted")
+    assert_shows_decode_of_sliders(demo)
+
+
+def test_status_line_follows_the_sliders_once_they_move(demo):
+    demo.show_random_digit()
+    assert demo.status.get_text().startswith("true ")
+    values = np.zeros(10)
+    values[6] = demo.hi[6]
+    demo.set_code(values)
+    assert demo.status.get_text().startswith("the sliders name digit 6")
+    demo.reset()
+    assert demo.status.get_text().startswith("no digit dim is on")
+
+
 # ------------------------------------------------------------------ buttons and keys
 def test_random_digit_sets_sliders_to_the_code_of_the_image_it_shows(demo):
     for _ in range(3):
@@ -129,6 +161,7 @@ def test_key_r_shows_a_random_digit_and_digit_keys_set_a_typical_one_hot(demo):
 def test_without_test_images_sliders_span_0_to_default_and_random_does_nothing():
     d = Demo(small_model())
     try:
+        assert np.count_nonzero(d.slider_values()) == 1       # opens on one digit, not blank
         np.testing.assert_allclose([s.valmax for s in d.sliders], DEFAULT_MAX)
         d.show_random_digit()
         assert d.index is None and "no test set" in d.status.get_text()
@@ -150,6 +183,46 @@ def test_code_stats_are_percentiles_and_per_digit_medians():
         median = np.median(codes[labels == k, k])
         expected = median if median > 0 else hi[k] / 2      # a dim that is off: mid-range
         np.testing.assert_allclose(typical[k], expected, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ style dims
+def test_style_model_has_digit_and_style_sliders_ranged_by_test_percentiles(style_demo):
+    d = style_demo
+    assert len(d.sliders) == 10 + 3 and len(d.bars) == 13
+    codes = d.model.code(to_rows(d.images))                                 # (N, 13)
+    np.testing.assert_allclose([s.valmin for s in d.sliders[10:]],
+                               np.percentile(codes[:, 10:], 1, axis=0), rtol=1e-6)
+    hi = np.percentile(codes, 99, axis=0)
+    hi[:10] = np.where(hi[:10] > 0, hi[:10], DEFAULT_MAX)    # an untrained dim that never fires
+    np.testing.assert_allclose([s.valmax for s in d.sliders], hi, rtol=1e-6)
+    assert all(s.valmin == 0 for s in d.sliders[:10])                       # ReLU on z_d
+    assert d.typical.shape == (10,)
+
+
+def test_style_model_random_digit_and_drawing_set_digit_and_style_dims(style_demo):
+    d = style_demo
+    d.show_random_digit()
+    x = to_rows(d.images[d.index:d.index + 1])
+    np.testing.assert_allclose(d.slider_values(), d.model.code(x)[0], rtol=0, atol=1e-6)
+    assert_shows_decode_of_sliders(d)
+    draw_stroke(d, [(6, 5), (14, 5), (22, 5), (18, 14), (13, 24)])
+    np.testing.assert_allclose(d.slider_values(), d.model.code(d.drawn.reshape(1, -1))[0],
+                               rtol=0, atol=1e-6)
+
+
+def test_digit_keys_keep_the_style_and_switch_the_digit(style_demo):
+    d = style_demo
+    d.show_random_digit()
+    style = d.slider_values()[10:].copy()
+    assert np.any(style != 0)
+    for key in ("3", "8"):
+        d.on_key(SimpleNamespace(key=key))
+        expected = np.zeros(10)
+        expected[int(key)] = d.typical[int(key)]
+        np.testing.assert_allclose(d.slider_values()[:10], expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(d.slider_values()[10:], style, rtol=0, atol=1e-12)
+        assert_shows_decode_of_sliders(d)
+        assert d.status.get_text().startswith(f"the sliders name digit {key}")
 
 
 # ------------------------------------------------------------------ drawing
@@ -296,6 +369,16 @@ def test_save_and_morph_write_a_png_and_a_gif(small_checkpoint, tmp_path, mnist_
     from PIL import Image                                 # Pillow comes with matplotlib
     with Image.open(gif) as animation:
         assert animation.format == "GIF" and animation.n_frames == 4
+
+
+def test_save_works_with_a_style_checkpoint(tmp_path, mnist_dir):
+    model = small_model(style=2)
+    path = tmp_path / "style.npz"
+    save_checkpoint(path, model.params, {"model": model.config.to_dict()})
+    png = tmp_path / "demo.png"
+    run = run_demo("--checkpoint", path, "--data-dir", mnist_dir, "--save", png)
+    assert run.returncode == 0, run.stderr
+    assert plt.imread(png).shape[:2] == (700, 1200)
 
 
 def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path):

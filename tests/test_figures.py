@@ -80,6 +80,52 @@ def test_a_dim_never_positive_gets_high_value_one(model, synthetic):
     assert high[3] == 1.0 and np.all(high > 0)
 
 
+STYLE = VAEConfig(enc_hidden=(8,), dec_hidden=(8,), style=3)   # 10 digit dims + 3 style dims
+
+
+def test_style_run_also_writes_analogies(synthetic, tmp_path):
+    model = VAE(STYLE, rng=np.random.default_rng(0))
+    images, labels = synthetic
+    test = evaluate(model, images, labels)
+    paths = figures.write_run_figures(model, images, labels, test, history(), tmp_path)
+    assert [Path(p).name for p in paths] == ["traversal.png", "confusion.png", "curves.png",
+                                             "analogies.png"]
+    for p in paths:
+        assert_png(p)
+
+
+def test_analogies_keep_each_images_style_and_switch_the_digit(synthetic):
+    model = VAE(STYLE, rng=np.random.default_rng(0))
+    x = to_rows(synthetic[0][:4])
+    levels = np.linspace(1.0, 2.0, 10)
+    images = figures.analogies(model, x, levels)                   # (R, K, D)
+    assert images.shape == (4, 10, 784)
+    code = model.code(x)                                           # (R, K + S)
+    for r, d in [(0, 0), (3, 7)]:
+        z = np.zeros(13)
+        z[d] = levels[d]
+        z[10:] = code[r, 10:]                                      # its own style
+        np.testing.assert_allclose(images[r, d], model.decode(z)[0], rtol=1e-5, atol=1e-7)
+
+
+def test_traversal_of_a_style_model_holds_style_at_zero(synthetic):
+    model = VAE(STYLE, rng=np.random.default_rng(0))
+    x = to_rows(synthetic[0])
+    high = figures.high_values(model, x)
+    assert high.shape == (10,)
+    images = figures.traversal(model, high, steps=3)
+    end = np.zeros(13)
+    end[4] = high[4]
+    np.testing.assert_allclose(images[4, -1], model.decode(end)[0], rtol=1e-5, atol=1e-7)
+    rows, low, top = figures.style_traversal(model, x, np.ones(10), steps=3)
+    assert rows.shape == (3, 3, 784) and np.all(low <= top)
+
+
+def test_analogy_rows_take_the_first_image_of_each_digit():
+    labels = np.array([3, 1, 0, 1, 2, 9, 4, 5, 6, 7, 8, 0])
+    np.testing.assert_array_equal(figures.analogy_rows(labels), [2, 1, 4, 0, 6, 7, 8, 9, 10, 5])
+
+
 def test_importing_figures_leaves_pyplot_alone():
     code = "import sys, gr_numpy.figures; print('matplotlib.pyplot' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

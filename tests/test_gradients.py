@@ -103,6 +103,62 @@ def test_activation_backward(rng, name):
     check_gradient(dx, numerical_gradient_array(lambda: forward(x)[0], x, dout), TOL, f"{name} dx")
 
 
+def test_style_product_forward_maths_and_backward(rng):
+    """u = [z_d, vec(z_d outer z_s)]: column K + k*S + s is z_d[:, k] * z_s[:, s]."""
+    N, K, S = 3, 5, 4
+    z_d, z_s = rng.normal(size=(N, K)), rng.normal(size=(N, S))
+    u, cache = layers.style_product_forward(z_d, z_s)
+    assert u.shape == (N, K + K * S)
+    np.testing.assert_array_equal(u[:, :K], z_d)
+    for k in range(K):
+        for s in range(S):
+            np.testing.assert_allclose(u[:, K + k * S + s], z_d[:, k] * z_s[:, s], rtol=1e-15)
+    du = rng.normal(size=(N, K + K * S))
+    du_before = du.copy()
+    dz_d, dz_s = layers.style_product_backward(du, cache)
+    np.testing.assert_array_equal(du, du_before)       # the incoming gradient is not modified
+    f = lambda: layers.style_product_forward(z_d, z_s)[0]
+    check_gradient(dz_d, numerical_gradient_array(f, z_d, du), TOL, "style product dz_d")
+    check_gradient(dz_s, numerical_gradient_array(f, z_s, du), TOL, "style product dz_s")
+
+
+def test_style_shared_forward_maths_and_backward(rng):
+    """u = [z_d, m * z_s], m = sum_k z_d[:, k]: one set of style columns for every digit."""
+    N, K, S = 3, 5, 4
+    z_d, z_s = rng.normal(size=(N, K)), rng.normal(size=(N, S))
+    u, cache = layers.style_shared_forward(z_d, z_s)
+    assert u.shape == (N, K + S)
+    np.testing.assert_array_equal(u[:, :K], z_d)
+    np.testing.assert_allclose(u[:, K:], z_d.sum(1)[:, None] * z_s, rtol=1e-15)
+    du = rng.normal(size=(N, K + S))
+    du_before = du.copy()
+    dz_d, dz_s = layers.style_shared_backward(du, cache)
+    np.testing.assert_array_equal(du, du_before)
+    f = lambda: layers.style_shared_forward(z_d, z_s)[0]
+    check_gradient(dz_d, numerical_gradient_array(f, z_d, du), TOL, "style shared dz_d")
+    check_gradient(dz_s, numerical_gradient_array(f, z_s, du), TOL, "style shared dz_s")
+
+
+@pytest.mark.parametrize("kind", ["outer", "shared"])
+def test_style_input_of_a_zero_digit_code_is_zero_whatever_the_style(rng, kind):
+    """Why style alone cannot draw a digit: with z_d = 0 the decoder's input is all zeros."""
+    forward, _ = layers.STYLE_INPUTS[kind]
+    u, _ = forward(np.zeros((3, 5)), rng.normal(size=(3, 4)) * 10)
+    np.testing.assert_array_equal(u, 0.0)
+
+
+def test_gradient_check_catches_a_style_product_missing_its_direct_path(rng):
+    """Negative control: forget that z_d also reaches u directly, and the check must fail."""
+    z_d, z_s = rng.normal(size=(3, 5)), rng.normal(size=(3, 4))
+    du = rng.normal(size=(3, 5 + 20))
+    _, cache = layers.style_product_forward(z_d, z_s)
+    dz_d, _ = layers.style_product_backward(du, cache)
+    wrong = dz_d - du[:, :5]                            # the product path alone
+    numeric = numerical_gradient_array(lambda: layers.style_product_forward(z_d, z_s)[0], z_d, du)
+    with pytest.raises(AssertionError, match="rel_error"):
+        check_gradient(wrong, numeric, TOL, "dz_d")
+
+
 def test_sigmoid_is_finite_for_large_inputs():
     out, _ = layers.sigmoid_forward(np.array([-1000.0, 0.0, 1000.0]))
     np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
@@ -189,9 +245,9 @@ def tiny_model(rng, **overrides):
     return model
 
 
-def batch(rng, N=6, D=7, K=3):
+def batch(rng, N=6, D=7, K=3, S=0):
     x = rng.uniform(size=(N, D))
-    eps = rng.normal(size=(N, K))
+    eps = rng.normal(size=(N, K + S))
     labels = np.arange(N) % K
     return x, eps, labels
 
@@ -206,7 +262,7 @@ def assert_off_kinks(model, x, eps, margin=1e-4):
                                                                 else layer[0][2])
     relu_inputs = [pre_activation(layer) for layer in cache["enc"] if cfg.enc_act == "relu"]
     relu_inputs += [pre_activation(layer) for layer in cache["dec"] if cfg.dec_act == "relu"]
-    relu_inputs += [cache["relu_z"]] if cfg.relu_z else []
+    relu_inputs += [cache["relu_z"]] if cfg.relu_z else []      # the digit dims' sample
     for a in relu_inputs:
         assert np.abs(a).min() > margin, "test data sits on a ReLU kink; change the seed"
 
@@ -220,11 +276,15 @@ def loss_of(model, x, eps):
     dict(dec_act="relu", dec_hidden_bias=True),
     dict(recon="sse", relu_z=False),
     dict(enc_act="elu", enc_hidden=(5,), dec_hidden=(6, 4, 5)),
-], ids=["default", "relu-bias", "sse-noreluz", "odd-depth"])
+    dict(style=2, style_kl_weight=1.9),                        # style dims: K + S = 3 + 2
+    dict(style=3, style_kl_weight=0.6, relu_z=False, recon="sse"),
+    dict(style=2, style_kl_weight=1.3, style_input="shared"),
+], ids=["default", "relu-bias", "sse-noreluz", "odd-depth", "style", "style-sse-noreluz",
+        "style-shared"])
 def test_unrouted_loss_gradient_every_parameter(overrides):
     rng = np.random.default_rng(7)
     model = tiny_model(rng, **overrides)
-    x, eps, _ = batch(rng)
+    x, eps, _ = batch(rng, S=model.config.style)
     assert_off_kinks(model, x, eps)
     _, grads = model.loss_and_grads(x, labels=None, eps=eps)
     assert set(grads) == set(model.params)
@@ -233,27 +293,32 @@ def test_unrouted_loss_gradient_every_parameter(overrides):
         check_gradient(grads[name], numeric, TOL, name)
 
 
-def test_routed_gradient_equals_surrogate_loss_gradient():
+@pytest.mark.parametrize("style, style_input", [(0, "outer"), (2, "outer"), (3, "shared")],
+                         ids=["digits-only", "style", "style-shared"])
+def test_routed_gradient_equals_surrogate_loss_gradient(style, style_input):
     """Routing = the exact gradient of a loss whose z has its non-label entries held constant.
 
     Surrogate: recon(decoder(m * z(theta) + (1 - m) * z(theta0))) + KL(theta) + L1(z(theta)),
-    where m is the one-hot mask of the labels and theta0 are the current parameters.
+    where m is the one-hot mask of the labels over the K digit dims and theta0 are the current
+    parameters. The S style dims are not routed: m is 1 on them, so they are never held constant.
     """
     rng = np.random.default_rng(11)
-    model = tiny_model(rng)
-    x, eps, labels = batch(rng)
+    model = tiny_model(rng, style=style, style_kl_weight=1.7, style_input=style_input)
+    x, eps, labels = batch(rng, S=style)
     assert_off_kinks(model, x, eps)
-    cfg = model.config
-    m = np.eye(cfg.latent)[labels]
+    cfg, K = model.config, model.config.latent
+    m = np.concatenate([np.eye(K)[labels], np.ones((len(x), style))], axis=1)   # (N, K + S)
     _, _, z0 = model.encoder_forward(x, eps, {})              # z at theta0, frozen
 
     def surrogate():
         mu, logvar, z = model.encoder_forward(x, eps, {})
         logits = model.decoder_forward(m * z + (1 - m) * z0, {})
         recon, _ = losses.RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
-        kl, _, _ = losses.kl_normal(mu, logvar)
-        l1, _ = losses.l1_penalty(z)                           # label-free terms see all of z
-        return cfg.recon_weight * recon + cfg.kl_weight * kl + cfg.l1_weight * l1
+        kl_d, _, _ = losses.kl_normal(mu[:, :K], logvar[:, :K])
+        kl_s, _, _ = losses.kl_normal(mu[:, K:], logvar[:, K:])
+        l1, _ = losses.l1_penalty(z[:, :K])                    # label-free terms see all of z_d
+        return (cfg.recon_weight * recon + cfg.kl_weight * kl_d + cfg.style_kl_weight * kl_s
+                + cfg.l1_weight * l1)
 
     np.testing.assert_allclose(surrogate(), loss_of(model, x, eps), rtol=1e-13)
     _, routed = model.loss_and_grads(x, labels=labels, eps=eps)
@@ -321,3 +386,17 @@ def test_gradient_check_catches_a_transposed_weight_gradient(rng):
     numeric = numerical_gradient_array(lambda: x @ W, W, dy)
     with pytest.raises(AssertionError):
         check_gradient((dy.T @ x), numeric, TOL, "dW")
+
+
+def test_routing_leaves_the_style_dims_gradient_alone():
+    """All images are '0': routing zeroes mu.b's digit dims 1..K-1 but not the S style dims."""
+    rng = np.random.default_rng(5)
+    model = tiny_model(rng, relu_z=False, kl_weight=0.0, l1_weight=0.0, style=2)
+    x, eps, _ = batch(rng, S=2)
+    zeros = np.zeros(len(x), dtype=int)
+    _, routed = model.loss_and_grads(x, labels=zeros, eps=eps)
+    _, plain = model.loss_and_grads(x, labels=None, eps=eps)
+    np.testing.assert_array_equal(routed["mu.b"][1:3], 0.0)
+    assert np.all(plain["mu.b"][1:3] != 0.0)
+    np.testing.assert_array_equal(routed["mu.b"][3:], plain["mu.b"][3:])
+    assert np.all(routed["mu.b"][3:] != 0.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gr_numpy.inspector import main, recon_gradient_at_mu, routing_table
+from gr_numpy.inspector import format_table, main, recon_gradient_at_mu, routing_table
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.routing import route_gradient
 
@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 K = 4
 
 
-def tiny_model(relu_z=True):
-    """A float64 VAE: 12 pixels -> 9 -> K=4 -> 9 -> 12."""
+def tiny_model(relu_z=True, style=0):
+    """A float64 VAE: 12 pixels -> 9 -> K=4 (+ S style dims) -> 9 -> 12."""
     cfg = VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=K, relu_z=relu_z,
-                    dtype="float64")
+                    style=style, dtype="float64")
     return VAE(cfg, rng=np.random.default_rng(0))
 
 
@@ -28,7 +28,7 @@ def tiny_batch(model, N=20):
     rng = np.random.default_rng(1)
     x = rng.uniform(size=(N, 12))
     labels = np.arange(N) % K
-    eps = 3.0 + np.abs(rng.normal(size=(N, K)))
+    eps = 3.0 + np.abs(rng.normal(size=(N, model.config.code_dim)))
     _, _, z = model.encoder_forward(x, eps, {})
     assert np.all(z > 0), "the ReLU on z is closed somewhere; the diagonal test would be weak"
     return x, labels, eps
@@ -46,6 +46,24 @@ def test_routed_table_is_diagonal_and_plain_table_is_full(relu_z):
     assert np.all(plain[off] > 0)                             # without routing: every dim lit
     # Routing keeps the label's own column as it is: the diagonals are identical.
     np.testing.assert_array_equal(np.diagonal(routed), np.diagonal(plain))
+
+
+def test_style_columns_are_not_routed():
+    """With S style dims: the digit block is still diagonal; the style columns are the same
+    routed or not, and lit for every digit."""
+    S = 3
+    model = tiny_model(style=S)
+    x, labels, eps = tiny_batch(model)
+    routed, plain = routing_table(model, x, labels, eps)
+    assert routed.shape == plain.shape == (K, K + S)
+    off = ~np.eye(K, dtype=bool)
+    np.testing.assert_array_equal(routed[:, :K][off], 0.0)
+    assert np.all(np.diagonal(routed[:, :K]) > 0)
+    np.testing.assert_array_equal(routed[:, K:], plain[:, K:])
+    assert np.all(routed[:, K:] > 0)
+    lines = format_table(routed, np.bincount(labels, minlength=K), "routed")
+    assert "style 2" in lines[1] and lines[2].count("|") == 2
+    assert "0 (exactly)" in lines[-2] and lines[-1].startswith("style dims")
 
 
 def test_closed_relu_on_z_blocks_the_gradient():

@@ -46,6 +46,64 @@ def test_route_mask_is_one_hot():
     np.testing.assert_array_equal(mask, [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
 
 
+def test_route_mask_is_one_hot_over_digits_and_ones_over_style():
+    mask = route_mask(np.array([2, 0]), 3, style=2)
+    np.testing.assert_array_equal(mask, [[0, 0, 1, 1, 1], [1, 0, 0, 1, 1]])
+
+
+@pytest.fixture
+def style_model():
+    cfg = VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9, 7), latent=4, style=3)
+    return VAE(cfg, rng=np.random.default_rng(0))
+
+
+def test_style_model_shapes_code_and_prediction(style_model):
+    x = np.random.default_rng(1).uniform(size=(50, 12))
+    assert style_model.params["mu.W"].shape == (9, 4 + 3)
+    assert style_model.params["dec0.W"].shape == (4 + 4 * 3, 9)      # [z_d, vec(z_d outer z_s)]
+    mu = style_model.encode(x)
+    assert mu.shape == (50, 7)
+    code = style_model.code(x)
+    np.testing.assert_allclose(code[:, :4], np.maximum(mu[:, :4], 0))   # ReLU on digit dims
+    np.testing.assert_allclose(code[:, 4:], mu[:, 4:])                  # style dims as they are
+    np.testing.assert_array_equal(style_model.predict(x), np.argmax(mu[:, :4], axis=1))
+    assert style_model.decode(code).shape == (50, 12)
+    with pytest.raises(ValueError, match=r"\(N, 7\)"):
+        style_model.decode(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="eps"):
+        style_model.loss_and_grads(x, eps=np.zeros((50, 4)))
+
+
+def test_all_zero_digit_code_decodes_to_blank_whatever_the_style(style_model):
+    """Bias-free hidden layers and the product input: style alone cannot draw anything."""
+    rng = np.random.default_rng(2)
+    codes = np.concatenate([np.zeros((5, 4)), rng.normal(scale=5, size=(5, 3))], axis=1)
+    blank = 1 / (1 + np.exp(-style_model.params["out.b"].astype(np.float64)))
+    np.testing.assert_allclose(style_model.decode(codes), np.tile(blank, (5, 1)), rtol=1e-6)
+
+
+def test_style_kl_weight_multiplies_only_the_style_dims_kl(style_model):
+    x = np.random.default_rng(1).uniform(size=(6, 12)).astype(np.float32)
+    eps = np.random.default_rng(3).normal(size=(6, 7)).astype(np.float32)
+    l_a, _ = style_model.loss_and_grads(x, eps=eps)
+    style_model.config.style_kl_weight = 3.0
+    l_b, _ = style_model.loss_and_grads(x, eps=eps)
+    assert l_a["kl"] == pytest.approx(l_b["kl"], rel=1e-6)
+    assert l_b["loss"] > l_a["loss"]
+
+
+def test_style_zero_is_todays_model():
+    """S = 0 draws the same parameters, in the same order, as a config without the field."""
+    cfg = dict(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=4)
+    a = VAE(VAEConfig(**cfg), rng=np.random.default_rng(0))
+    b = VAE(VAEConfig(**cfg, style=0, style_kl_weight=2.0), rng=np.random.default_rng(0))
+    assert list(a.params) == list(b.params)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    with pytest.raises(ValueError, match="style"):
+        VAEConfig(style=-1)
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((3, 11), np.float32), r"shape \(N, 12\)"),
     (np.zeros(12, np.float32), r"shape \(N, 12\)"),

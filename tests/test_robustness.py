@@ -112,6 +112,11 @@ BAD = [
     ("train", "--train-subset -1", "--train-subset: must be from 0"),
     ("train", "--train-subset 59000", "training images left after --val-size"),
     ("train", "--preset bogus", "invalid choice"),
+    ("train", "--style -1", "--style: must be from 0"),
+    ("train", "--style two", "expected a whole number"),
+    ("train", "--style-kl -0.5", "--style-kl: must be a finite number"),
+    ("train", "--style-kl nan", "--style-kl: must be a finite number"),
+    ("train", "--style-input sideways", "invalid choice"),
     ("train", "--resume --overwrite", "pass one"),
     # train.py: paths and files
     ("train", "--out {file}", "is a file, not a folder"),

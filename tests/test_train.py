@@ -13,7 +13,8 @@ from gr_numpy import checkpoint
 from gr_numpy.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from gr_numpy.data import load_mnist
 from gr_numpy.model import VAEConfig
-from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged
+from gr_numpy.model import VAE
+from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = VAEConfig(enc_hidden=(32,), dec_hidden=(32,))
@@ -162,3 +163,39 @@ def test_resuming_a_checkpoint_without_a_training_position_is_a_clear_error(mnis
     with pytest.raises(CheckpointError, match="cannot be resumed") as info:
         trainer.restore(trainer.checkpoint_path)
     assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------- style dims
+def test_a_style_run_trains_resumes_and_scores_only_the_digit_dims(mnist, tmp_path):
+    cfg = VAEConfig(enc_hidden=(32,), dec_hidden=(32,), style=3, style_kl_weight=1.5)
+    tcfg = TrainConfig(epochs=1, batch_size=100, seed=3)
+    trainer = Trainer(cfg, tcfg, *mnist, out_dir=tmp_path, log=lambda line: None)
+    assert trainer.run()
+    model = load_model(trainer.checkpoint_path)                # the config travels with it
+    assert model.config.style == 3 and model.config.style_kl_weight == 1.5
+    again = Trainer(cfg, TrainConfig(epochs=2, batch_size=100, seed=3), *mnist, out_dir=tmp_path,
+                    log=lambda line: None)
+    again.restore(again.checkpoint_path)
+    assert again.run() and again.epoch == 2
+    # Accuracy is the argmax over the ten digit dims: a huge style mean never wins it.
+    images, labels = mnist[2], mnist[3]
+    before = evaluate(model, images, labels)
+    model.params["mu.b"][10:] += 1e4
+    after = evaluate(model, images, labels)
+    assert after["acc"] == before["acc"] and np.array(after["confusion"]).shape == (10, 10)
+
+
+def test_an_old_ten_dim_checkpoint_still_loads_and_resumes(mnist, tmp_path):
+    """A checkpoint written before the style fields existed: they take their defaults."""
+    trainer = make_trainer(mnist, tmp_path, epochs=1)
+    trainer.run()
+    params, meta, adam, arrays = load_checkpoint(trainer.checkpoint_path)
+    for key in ("style", "style_kl_weight"):
+        del meta["model"][key]
+    save_checkpoint(trainer.checkpoint_path, params, meta, adam, arrays)
+    model = load_model(trainer.checkpoint_path)
+    assert model.config.style == 0 and model.config == SMALL
+    assert isinstance(model, VAE)
+    resumed = make_trainer(mnist, tmp_path, epochs=2)
+    resumed.restore(resumed.checkpoint_path)
+    assert resumed.run()
