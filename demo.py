@@ -75,7 +75,7 @@ def open_window_figure():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # The cheap checks come before the heavy imports: a mistake costs nothing.
-    if os.path.isdir(args.checkpoint):
+    if os.path.isdir(args.checkpoint):          # before the window opens: a mistake costs nothing
         fail(f"--checkpoint {args.checkpoint} is a folder; give the checkpoint file itself")
     if not os.path.isfile(args.checkpoint):
         fail(f"no trained model at {args.checkpoint} — run `python train.py` first")

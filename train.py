@@ -74,7 +74,9 @@ def build_parser():
                         "style per digit), shared = [z_d, sum(z_d) * z_s] (one style for all)")
 
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="fixes the result (numba backend: at any --threads; numpy: at the same --threads)")
+    g.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0,
+                   help="fixes the result (numba backend: at any --threads; numpy: at the same "
+                        "--threads)")
     g.add_argument("--threads", type=int_in(0, os.cpu_count() or 1), default=0,
                    help="CPU threads for the kernels (0: all cores)")
     g.add_argument("--backend", choices=["numba", "numpy"], default="numba",
@@ -327,8 +329,6 @@ def eval_only(args):
     ops.set_backend(args.backend)
     out = args.out or os.path.join(cli.RUNS, args.preset)
     path = args.checkpoint or cli.checkpoint_in(out)
-    if os.path.isdir(path):
-        fail(f"--checkpoint {path} is a folder; give the checkpoint file itself")
     try:
         model = load_model(path)
         images, labels = load_mnist("test", args.data_dir)

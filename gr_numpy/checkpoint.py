@@ -37,6 +37,8 @@ def save_checkpoint(path, params, meta, adam_state=None, arrays=None):
 def load_checkpoint(path):
     """path -> (params, meta, adam_state, arrays). Raises CheckpointError with a one-line hint."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the checkpoint file itself")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: run `python train.py` first, "
                               f"or pass --checkpoint PATH")

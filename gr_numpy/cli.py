@@ -108,17 +108,6 @@ def output_dir(prog, flag, path):
     return path
 
 
-def input_file(prog, flag, path, hint=""):
-    """Refuse (one line, exit 2) an input path that is missing or not a readable file."""
-    if os.path.isdir(path):
-        fail(prog, f"{flag} {path} is a folder; give the file itself{hint}")
-    if not os.path.isfile(path):
-        fail(prog, f"{flag}: no file at {path}{hint}")
-    if not os.access(path, os.R_OK):
-        fail(prog, f"{flag} {path} is not readable; check its permissions")
-    return path
-
-
 def available_memory():
     """Bytes of memory a new allocation can still get (Linux: MemAvailable), or None if unknown."""
     try:

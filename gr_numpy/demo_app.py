@@ -3,8 +3,8 @@
 A matplotlib window onto a trained model: one slider per latent dim (one per digit when the
 model was trained with routing, then one per style dim if it has any), a bar chart of the code,
 a random MNIST test digit beside its reconstruction, and a canvas to draw your own digit on.
-With style dims, keys 0-9 keep the style and switch the digit: a "3" redrawn as 0..9. This module builds the window and its
-callbacks; `demo.py` is the command line that loads a checkpoint and opens or saves it. It is a
+With style dims, keys 0-9 keep the style and switch the digit: a "3" redrawn as 0..9. This
+module builds the window and its callbacks; `demo.py` is the command line that loads a checkpoint and opens or saves it. It is a
 viewer only: nothing here trains, and nothing here is needed by training or the tests of the maths.
 
 Glossary: D pixels (784 = 28 x 28), K digit dims (10), S style dims (0 or more), N images.
@@ -332,20 +332,19 @@ class Demo:
         for k, (bar, value) in enumerate(zip(self.bars, z)):
             bar.set_height(value)
             bar.set_color("tab:orange" if k == top else "tab:gray" if k < self.K else "tab:blue")
-        self.status.set_text(self.status_text(top))
+        self.status.set_text(self.status_text(z, top))
         self.fig.canvas.draw_idle()     # draw when the GUI is next idle: drags never queue up
 
-    def status_text(self, top):
+    def status_text(self, z, top):
         """The line under the images: about the input while the sliders hold its code, about
         the sliders once they move."""
-        z = self.slider_values()
         if self.input_code is not None and np.allclose(z, self.input_code, rtol=0, atol=1e-6):
             return self.input_text
         named = f"the sliders name digit {top}" if top is not None else "no digit dim is on"
         return f"{named} (largest digit dim)"
 
     def set_code(self, z):
-        """Move every slider to z (K,), then redraw once (not once per slider)."""
+        """Move every slider to z (K + S,), then redraw once (not once per slider)."""
         for slider, value in zip(self.sliders, z):
             slider.eventson = False     # set_val would otherwise call redraw K times
             slider.set_val(float(value))
@@ -356,12 +355,13 @@ class Demo:
         """x (D,) floats in [0, 1]: show it, encode it, and set the sliders to its code
         (digit and style dims both)."""
         x = np.asarray(x, dtype=np.float32).reshape(1, -1)
-        predicted = int(self.model.predict(x)[0])    # argmax of mu over the digit dims
+        mu = self.model.encode(x)                    # (1, K + S) the encoder mean
+        predicted = int(np.argmax(mu[0, :self.K]))   # argmax of mu over the digit dims
         self.input_im.set_data(x.reshape(SIDE, SIDE))
         self.input_ax.set_title(title, fontsize=10)
         truth = f"true {label} · " if label is not None else ""
         self.input_text = f"{truth}predicted {predicted} (argmax of the encoder mean)"
-        self.input_code = self.model.code(x)[0]      # what the decoder reads, (K + S,)
+        self.input_code = self.model.code_of_mean(mu)[0]   # what the decoder reads, (K + S,)
         self.set_code(self.input_code)
 
     # ---------------------------------------------------------------- buttons and keys

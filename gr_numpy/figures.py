@@ -58,14 +58,16 @@ def _tile(images, side=28):
 
 
 # ---------------------------------------------------------------------------- traversal
-def high_values(model, x):
+def high_values(model, x, codes=None):
     """x (N, D) -> (K,): the HIGH_PERCENTILE-th percentile of each digit dim of model.code(x).
 
     The far end of each traversal. A dim whose percentile is not positive (a dim that is almost
-    never on) gets 1.0 instead, so its row still moves away from the all-zero code.
+    never on) gets 1.0 instead, so its row still moves away from the all-zero code. Pass codes
+    (N, K + S) = model.code(x) when you have them, to skip encoding x again.
     """
-    codes = model.code(x)[:, :model.config.latent].astype(np.float64)   # (N, K)
-    high = np.percentile(codes, HIGH_PERCENTILE, axis=0)                # (K,)
+    codes = model.code(x) if codes is None else codes
+    digit = codes[:, :model.config.latent].astype(np.float64)           # (N, K)
+    high = np.percentile(digit, HIGH_PERCENTILE, axis=0)                # (K,)
     return np.where(high > 0, high, 1.0)
 
 
@@ -79,12 +81,13 @@ def traversal(model, high, steps=TRAVERSAL_STEPS):
     return model.decode(z.reshape(K * steps, C)).reshape(K, steps, -1)
 
 
-def style_traversal(model, x, levels, steps=TRAVERSAL_STEPS):
+def style_traversal(model, x, levels, steps=TRAVERSAL_STEPS, codes=None):
     """x (N, D), levels (K,) -> images (S, T, D), low (S,), high (S,): row s decodes digit
     s mod K at its level with style dim s swept from its LOW_ to its HIGH_PERCENTILE on x,
-    the other style dims 0."""
+    the other style dims 0. codes: model.code(x), if already computed."""
     K, S, C = model.config.latent, model.config.style, model.config.code_dim
-    style = model.code(x)[:, K:].astype(np.float64)               # (N, S)
+    codes = model.code(x) if codes is None else codes
+    style = codes[:, K:].astype(np.float64)                       # (N, S)
     low = np.percentile(style, LOW_PERCENTILE, axis=0)
     high = np.percentile(style, HIGH_PERCENTILE, axis=0)
     z = np.zeros((S, steps, C))                                   # (S, T, K + S)
@@ -108,10 +111,12 @@ def draw_traversal(ax, images, high, title, names=None, low_text="0"):
     ax.set_title(title, fontsize=10)
 
 
-def plot_traversal(model, x, path, levels=None):
+def plot_traversal(model, x, path, levels=None, codes=None):
     """traversal.png: row k decodes dim k swept from 0 up to its high value on x. With style
-    dims, a second panel sweeps each style dim (low to high) under one digit at levels (K,)."""
-    high = high_values(model, x)
+    dims, a second panel sweeps each style dim (low to high) under one digit at levels (K,).
+    codes: model.code(x), if already computed."""
+    codes = model.code(x) if codes is None else codes
+    high = high_values(model, x, codes)
     K, S = model.config.latent, model.config.style
     fig = new_figure(figsize=(5.2 * (2 if S else 1), 6.4))
     ax = fig.add_subplot(1, 2 if S else 1, 1)
@@ -119,7 +124,7 @@ def plot_traversal(model, x, path, levels=None):
                    f"Latent traversal (right column: {HIGH_PERCENTILE}th pct. of test codes)")
     if S:
         levels = high if levels is None else levels
-        images, low, style_high = style_traversal(model, x, levels)
+        images, low, style_high = style_traversal(model, x, levels, codes=codes)
         draw_traversal(fig.add_subplot(1, 2, 2), images, style_high,
                        f"Style dims, {LOW_PERCENTILE}st to {HIGH_PERCENTILE}th pct. of test codes",
                        names=[f"style {s} (on {s % K})" for s in range(S)], low_text="low")
@@ -221,8 +226,9 @@ def write_run_figures(model, test_images, test_labels, test_metrics, history, ou
     out_dir = Path(out_dir)
     x = to_rows(test_images)                                      # (N, D)
     K = model.config.latent
-    levels = typical_levels(model.code(x), test_labels, K, fallback=high_values(model, x))
-    paths = [plot_traversal(model, x, out_dir / "traversal.png", levels),
+    codes = model.code(x)                                         # (N, K + S), encoded once
+    levels = typical_levels(codes, test_labels, K, fallback=high_values(model, x, codes))
+    paths = [plot_traversal(model, x, out_dir / "traversal.png", levels, codes),
              plot_confusion(test_metrics["confusion"], test_metrics["acc"],
                             out_dir / "confusion.png"),
              plot_curves(history, out_dir / "curves.png")]

@@ -8,7 +8,8 @@ dL/dz (N, K + S), and follows it to the encoder's mu head twice: with routing (d
 row c = images of digit c, column k = latent dim k, cell = how much reconstruction gradient
 those images send into the encoder through dim k. With routing only the diagonal is non-zero;
 without it every cell is lit. A model with S style dims gets S more columns, shown apart: the
-style dims are not routed, so every digit's gradient reaches them either way. Nothing is trained or changed. It inspects --checkpoint, else
+style dims are not routed, so every digit's gradient reaches them either way. Nothing is
+trained or changed. It inspects --checkpoint, else
 runs/default/checkpoint.npz if present, else (or with --untrained) a freshly initialised model,
 which shows the same pattern.
 

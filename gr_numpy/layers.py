@@ -5,8 +5,8 @@ gradient with respect to each input, as new arrays (the incoming `dout` is never
 The heavy lifting (matmul, bias, activations) goes through `ops`, so the same code runs on the
 Numba kernels or on plain NumPy. This file holds no parameters and no state: the model owns those.
 
-Shapes: N batch rows, D_in / D_out layer widths, K digit dims, S style dims. Convention: W is (D_in, D_out), y = x @ W + b,
-so dx = dy @ W.T, dW = x.T @ dy, db = dy.sum(0).
+Shapes: N batch rows, D_in / D_out layer widths, K digit dims, S style dims. Convention: W is
+(D_in, D_out), y = x @ W + b, so dx = dy @ W.T, dW = x.T @ dy, db = dy.sum(0).
 """
 
 import numpy as np

@@ -3,9 +3,10 @@
 One step: draw a batch and its noise eps, `model.loss_and_grads(x, labels, eps)` (labels only
 when routing: they enter training nowhere else), one Adam step. Each epoch ends with a
 validation accuracy and a checkpoint. All randomness comes from one seeded generator whose state
-is saved in the checkpoint, so a resumed run continues to the same numbers as an unbroken one (on the
-numba backend at any thread count; on the numpy backend at the same thread count, since OpenBLAS
-splits its products by thread count). `train.py` is the command-line front end; this module has no argparse.
+is saved in the checkpoint, so a resumed run continues to the same numbers as an unbroken one
+(on the numba backend at any thread count; on the numpy backend at the same thread count, since
+OpenBLAS splits its products by thread count). `train.py` is the command-line front end; this
+module has no argparse.
 """
 
 import json

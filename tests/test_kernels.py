@@ -370,7 +370,8 @@ UNIT = np.concatenate([np.logspace(-300, 0, 3001), [0.0, np.sqrt(2) - 1, np.next
 def test_vectorised_math_matches_numpy(name, numpy_fn, grid, dtype):
     # The kernels' own exp, expm1 and log1p (plain arithmetic, so loops that use them vectorise):
     # within 2 units in the last place of NumPy's in float64, and within half a unit of the exact
-    # value in float32 (they compute in float64), at every point of these grids. Grids cover the ranges the kernels use, log-spaced.
+    # value in float32 (they compute in float64), at every point of these grids. Grids cover the
+    # ranges the kernels use, log-spaced.
     x = grid.astype(dtype)
     x = x[(x != 0) | (grid == 0)]                      # float32 flushes the tiny ones to 0
     got = inputs_unchanged(getattr(kernels, name), x)

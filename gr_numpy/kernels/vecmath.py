@@ -18,7 +18,8 @@ from .jit import _jit
 # into 8-wide vector code (about 1 ns a number). They work in float64 whatever the input. On the
 # test grid (tests/test_kernels.py) a float32 result is within half a unit in the last place of
 # the exact value and a float64 one within 2 units of NumPy's; that is measured on the grid, not
-# proven for every input. Each covers only the range this file needs: exp and expm1 of x <= 0 (sigmoid, ELU), log1p of 0 <= e <= 1 (the BCE loss).
+# proven for every input. Each covers only the range this file needs: exp and expm1 of x <= 0
+# (sigmoid, ELU), log1p of 0 <= e <= 1 (the BCE loss).
 #   exp:   x = n ln2 + r with n an integer and |r| <= ln2 / 2 ("Cody-Waite": ln2 in two parts, so
 #          n * _LN2_HI is exact); exp(x) = 2**n (1 + expm1(r)), expm1(r) a Taylor polynomial.
 #   log1p: log(1 + e) = 2 atanh(s) = 2 (s + s**3/3 + s**5/5 + ...) with s = e / (2 + e); above
