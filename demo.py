@@ -10,8 +10,8 @@ is built in gr_numpy/demo_app.py; this file only reads the flags, the checkpoint
 import os
 import sys
 
-from gr_numpy import cli
-from gr_numpy.cli import DEFAULT_CHECKPOINT, OneLineParser, int_in
+from gr_numpy.tools import cli
+from gr_numpy.tools.cli import DEFAULT_CHECKPOINT, OneLineParser, int_in
 
 PROG = "demo.py"
 
@@ -44,7 +44,7 @@ def fail(message):
 def load_test_set(data_dir):
     """-> (images, labels) of the MNIST test set, or (None, None) with a one-line note."""
     from gr_numpy.data import DataError, load_mnist
-    from gr_numpy.demo_app import DEFAULT_MAX
+    from gr_numpy.tools.demo_app import DEFAULT_MAX
 
     try:
         return load_mnist("test", data_dir, fetch=False)
@@ -57,7 +57,7 @@ def open_window_figure():
     """A pyplot figure that can be shown on screen, or exit 2 with a hint to use --save."""
     import matplotlib.pyplot as plt
 
-    from gr_numpy.demo_app import FIGSIZE
+    from gr_numpy.tools.demo_app import FIGSIZE
 
     hint = "use --save demo.png to render the window to a file instead"
     try:
@@ -90,9 +90,9 @@ def main(argv=None):
 
     import numpy as np
 
-    from gr_numpy import ops
-    from gr_numpy.checkpoint import CheckpointError, load_model
-    from gr_numpy.demo_app import Demo, write_morph
+    from gr_numpy.backend import ops
+    from gr_numpy.tools.checkpoint import CheckpointError, load_model
+    from gr_numpy.tools.demo_app import Demo, write_morph
 
     # One image at a time gains nothing from the Numba kernels; NumPy starts without compiling.
     ops.set_backend("numpy")

@@ -42,8 +42,8 @@ import time
 
 import numpy as np
 
-from gr_numpy.cli import RUNS, OneLineParser, int_in, output_file
-from gr_numpy.files import write_atomically
+from gr_numpy.tools.cli import RUNS, OneLineParser, int_in, output_file
+from gr_numpy.tools.files import write_atomically
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m bench` runs
 PAUSE = 0.3   # seconds of idle between the two libraries' measurements (see the docstring)
@@ -140,8 +140,8 @@ def cpu_model():
 def machine():
     import numba
     from llvmlite import binding
-    from gr_numpy import kernels
-    from gr_numpy.kernels.products import compile_target
+    from gr_numpy.backend import kernels
+    from gr_numpy.backend.kernels.products import compile_target
     features = binding.get_host_cpu_features().flatten()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -163,7 +163,7 @@ def machine():
 
 def bench_kernels(batches, repeats, min_seconds, square):
     """GFLOPS of the three products on every large layer, ours and NumPy's, side by side."""
-    from gr_numpy import kernels
+    from gr_numpy.backend import kernels
     rng = np.random.default_rng(0)
     shapes = [(model, layer, n, k, m) for n in batches for model, layers in LAYERS.items()
               for layer, k, m in layers]
@@ -189,7 +189,7 @@ def bench_kernels(batches, repeats, min_seconds, square):
 
 def bench_fused(repeats, min_seconds):
     """The fused kernels against their NumPy twins, microseconds per call."""
-    from gr_numpy import kernels, numpy_ops
+    from gr_numpy.backend import kernels, numpy_ops
     from gr_numpy.model import layer_shapes
     rng = np.random.default_rng(1)
     x = rng.standard_normal((128, 784)).astype(np.float32)
@@ -225,7 +225,7 @@ def model_config(preset):
     reference 784-2048-512-10, ReLU everywhere, biases everywhere, SSE."""
     from gr_numpy.model import VAEConfig
     if preset == "default":
-        return VAEConfig(kl_weight=0.5)
+        return VAEConfig()
     return VAEConfig(enc_hidden=(2048, 512), dec_hidden=(512, 2048), dec_act="relu",
                      dec_hidden_bias=True, recon="sse", recon_weight=0.3, kl_weight=0.2)
 
@@ -236,7 +236,7 @@ PRODUCTS = ("matmul", "matmul_nt", "matmul_tn", "linear", "linear_relu", "linear
 def step_product_flops(preset, batch):
     """Floating-point operations of the products in one training step, as the model calls them:
     one step on the NumPy backend with each product wrapped to count 2 N K M."""
-    from gr_numpy import numpy_ops, ops
+    from gr_numpy.backend import numpy_ops, ops
     from gr_numpy.model import VAE
     counted, depth = [0], [0]
     originals = {name: getattr(numpy_ops, name) for name in PRODUCTS}
@@ -271,7 +271,7 @@ def step_product_flops(preset, batch):
 
 def bench_steps(presets, batch, repeats, steps_per_repeat):
     """Milliseconds per training step (loss_and_grads + Adam) for each backend and preset."""
-    from gr_numpy import ops
+    from gr_numpy.backend import ops
     from gr_numpy.adam import Adam
     from gr_numpy.model import VAE
     rows = []
@@ -316,7 +316,7 @@ def bench_steps(presets, batch, repeats, steps_per_repeat):
 def child(args):
     """Run in a fresh process by the parent; print one JSON line with what was measured."""
     t_start = float(os.environ["GR_NUMPY_BENCH_T0"])          # the parent's clock at launch
-    from gr_numpy import ops
+    from gr_numpy.backend import ops
     from gr_numpy.adam import Adam
     from gr_numpy.model import VAE
     ops.set_backend(args.backend)
@@ -327,7 +327,8 @@ def child(args):
         rng = np.random.default_rng(3)
         x = rng.uniform(size=(128, 784)).astype(np.float32)
         _, grads = model.loss_and_grads(x, rng.integers(0, 10, 128),
-                                        rng.standard_normal((128, 10)).astype(np.float32))
+                                        rng.standard_normal((128, model.config.code_dim))
+                                        .astype(np.float32))
         opt.step(model.params, grads, 1e-3)
         result["seconds"] = time.time() - t_start
     else:                                                      # one epoch of Trainer on MNIST
@@ -335,10 +336,9 @@ def child(args):
         from gr_numpy.training import TrainConfig, Trainer
         images, labels = load_mnist("train")
         tr_x, tr_y, va_x, va_y = train_val_split(images, labels, 5000)
-        with tempfile.TemporaryDirectory() as out:
-            trainer = Trainer(model_config(args.preset), TrainConfig(epochs=1), tr_x, tr_y,
-                              va_x, va_y, out, log=lambda line: None)
-            trainer.run()
+        trainer = Trainer(model_config(args.preset), TrainConfig(epochs=1), tr_x, tr_y,
+                          va_x, va_y, log=lambda line: None)
+        trainer.run()
         result["seconds"] = trainer.history[0]["seconds"]
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
@@ -414,7 +414,7 @@ def micro_kernel_asm():
     """
     import numba
     from numba import types
-    from gr_numpy.kernels import products
+    from gr_numpy.backend.kernels import products
     gemm = numba.njit(parallel=True, fastmath={"contract"})(products._gemm.py_func)  # uncached
     matrix = types.Array(types.float32, 2, "C")
     signature = (matrix, matrix, matrix, types.Array(types.float32, 1, "C"), types.int64)

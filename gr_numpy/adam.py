@@ -7,7 +7,7 @@ loop asks a schedule such as `exponential_decay` for the rate of the current epo
 
 import numpy as np
 
-from . import ops
+from .backend import ops
 
 
 class Adam:

@@ -33,8 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import OneLineParser, add_data_dir, fail
-
 # SHA-256 of the raw (decompressed) files; the same bytes whichever source they came from.
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -347,6 +345,8 @@ def to_rows(images):
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None):
+    from .tools.cli import OneLineParser, add_data_dir, fail   # the command line only
+
     parser = OneLineParser(
         prog="python -m gr_numpy.data",
         description="Fetch MNIST if needed, verify it, and print the per-class counts.")

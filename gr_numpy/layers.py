@@ -11,7 +11,8 @@ Shapes: N batch rows, D_in / D_out layer widths, K digit dims, S style dims. Con
 
 import numpy as np
 
-from . import ops
+from .backend import ops
+from .backend.numpy_ops import elu, sigmoid     # the one definition of each, in NumPy
 
 
 # ---------------------------------------------------------------------------- Linear
@@ -51,8 +52,9 @@ def elu_forward(x):
     """out = x if x > 0 else exp(x) - 1.   x (N, D) -> out (N, D).
 
     Smooth below zero, so a unit is never completely dead; the decoder reconstructs better with it.
+    (The model's hidden layers use the fused linear_elu_forward below.)
     """
-    out = np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+    out = elu(x)
     return out, out
 
 
@@ -65,8 +67,7 @@ def elu_backward(dout, cache):
 # ---------------------------------------------------------------------------- Sigmoid
 def sigmoid_forward(x):
     """out = 1 / (1 + exp(-x)), computed without overflow.   x (N, D) -> out (N, D)."""
-    e = np.exp(-np.abs(x))                       # in (0, 1]: never overflows
-    out = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    out = sigmoid(x)
     return out, out
 
 
@@ -74,13 +75,6 @@ def sigmoid_backward(dout, cache):
     """d sigmoid/dx = out * (1 - out).   dout (N, D) -> dx (N, D)."""
     out = cache
     return dout * out * (1 - out)
-
-
-# Activations by name, so a model config can say "relu" or "elu" per block of layers.
-ACTIVATIONS = {
-    "relu": (relu_forward, relu_backward),
-    "elu": (elu_forward, elu_backward),
-}
 
 
 # ---------------------------------------------------------------------------- Linear + activation
@@ -114,7 +108,8 @@ def linear_elu_backward(dh, cache, need_dx=True):
     return linear_backward(da, linear_cache, need_dx)
 
 
-# Hidden layers by activation name: (forward, backward) of the fused pair.
+# Hidden layers by activation name, so a model config can say "relu" or "elu": (forward,
+# backward) of the fused pair.
 LINEAR_ACTIVATIONS = {
     "relu": (linear_relu_forward, linear_relu_backward),
     "elu": (linear_elu_forward, linear_elu_backward),

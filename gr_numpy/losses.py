@@ -8,7 +8,7 @@ checked by finite differences. Shapes: N batch, D pixels (784), K latent dims.
 
 import numpy as np
 
-from . import ops
+from .backend import ops
 
 
 # ------------------------------------------------------------------ reconstruction

@@ -10,38 +10,42 @@ style_input "shared": style reaches it only multiplied by the digit code.
 
 `VAE.loss_and_grads(x, labels, eps)` runs it forwards and backwards. Passing `labels` turns on
 gradient routing: in `VAE.backward`, between the decoder's and the encoder's backward passes,
-dL/dz is masked to each image's label column on the digit dims (`routing.route_gradient`).
+dL/dz is multiplied by the model's routing mask (routing.py): with one dim per digit, each row
+keeps only its label's column of the digit dims.
 Parameters are one plain dict of named arrays and the gradients come back in a dict with the
 same keys. Not here: the optimiser (adam.py), the data (data.py), the training loop (training.py).
 
-Glossary: N batch, D pixels (784), H a hidden width, K digit dims (= classes, 10), S style dims.
+Glossary: N batch, D pixels (784), H a hidden width, K routed (digit) dims, S style dims.
 """
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .layers import ACTIVATIONS, LINEAR_ACTIVATIONS, STYLE_INPUTS, linear_backward, linear_forward
+from .layers import LINEAR_ACTIVATIONS, STYLE_INPUTS, linear_backward, linear_forward
 from .layers import relu_backward, relu_forward, sigmoid_forward
 from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
-from .routing import check_labels, route_gradient
+from .routing import one_per_digit
 
 
 @dataclass
 class VAEConfig:
-    """Everything that fixes the model's shape and loss. Stored inside every checkpoint."""
+    """Everything that fixes the model's shape and loss. Stored inside every checkpoint.
+
+    The defaults are the default recipe (`python train.py`); presets change some fields.
+    """
     input_dim: int = 784            # D
     enc_hidden: tuple = (512, 256)  # encoder hidden widths, input side first
     dec_hidden: tuple = (256, 512)  # decoder hidden widths, latent side first
-    latent: int = 10                # K: one dim per class when routing
+    latent: int = 10                # K: the routed dims (the routing's groups), one per digit
     enc_act: str = "relu"           # activation of the encoder's hidden layers
     dec_act: str = "elu"            # activation of the decoder's hidden layers
     dec_hidden_bias: bool = False   # no bias: the all-zero code cannot decode to a "free" digit
     relu_z: bool = True             # z = relu(sample): "more of a digit" is positive
     recon: str = "bce"              # "bce" (Bernoulli cross-entropy) or "sse" (sum sq. error)
     recon_weight: float = 1.0       # multiplies the reconstruction loss
-    kl_weight: float = 1.0          # multiplies the KL term of the K digit dims
+    kl_weight: float = 0.5          # multiplies the KL term of the K digit dims
     l1_weight: float = 0.0          # multiplies an L1 penalty on z_d (label-free, not routed)
     style: int = 0                  # S: unrouted style dims after the K digit dims (0: none)
     style_kl_weight: float = 1.0    # multiplies the KL term of the S style dims
@@ -53,8 +57,8 @@ class VAEConfig:
         self.enc_hidden = tuple(int(h) for h in self.enc_hidden)
         self.dec_hidden = tuple(int(h) for h in self.dec_hidden)
         for name in ("enc_act", "dec_act"):
-            if getattr(self, name) not in ACTIVATIONS:
-                raise ValueError(f"VAEConfig: {name} must be one of {sorted(ACTIVATIONS)}, "
+            if getattr(self, name) not in LINEAR_ACTIVATIONS:
+                raise ValueError(f"VAEConfig: {name} must be one of {sorted(LINEAR_ACTIVATIONS)}, "
                                  f"got {getattr(self, name)!r}")
         if self.recon not in RECONSTRUCTION_LOSSES:
             raise ValueError(f"VAEConfig: recon must be one of {sorted(RECONSTRUCTION_LOSSES)}, "
@@ -116,14 +120,21 @@ def init_params(cfg, rng):
 
 
 class VAE:
-    """An MLP VAE whose forward and backward passes are plain functions of a dict of arrays."""
+    """An MLP VAE whose forward and backward passes are plain functions of a dict of arrays.
 
-    def __init__(self, config=None, params=None, rng=None):
+    routing: which code dims each label may train (routing.py); by default one dim per digit
+    over the K routed dims, the S style dims free. It is used only when labels are passed.
+    """
+
+    def __init__(self, config=None, params=None, rng=None, routing=None):
         self.config = config if config is not None else VAEConfig()
+        self.routing = routing if routing is not None else \
+            one_per_digit(style=self.config.style, digits=self.config.latent)
         if params is None:
             params = init_params(self.config, rng if rng is not None else np.random.default_rng(0))
         self.params = params
         self._check_params()
+        self._check_routing()
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, eps):
@@ -192,13 +203,14 @@ class VAE:
         dz = self.decoder_backward(cache, grads)                      # (N, K + S) dL_recon/dz
 
         # ---------------------------------------------------------------- GRADIENT ROUTING
-        # The only change from a plain VAE. Zero every column of dL_recon/dz except the image's
-        # label, so the reconstruction error of a "3" reaches the encoder only through latent
-        # dim 3; the S style columns after the K digit columns pass unchanged. The KL and L1
-        # gradients (added in encoder_backward) are not routed: they are a prior on every dim,
-        # not a signal about which dim should describe this image.
+        # The only change from a plain VAE. Keep, in row n of dL_recon/dz, only the columns
+        # that label n may train: with one dim per digit, the label's own column of the digit
+        # dims (and the style columns, which every image trains). So the reconstruction error
+        # of a "3" reaches the encoder only through dim 3. The KL and L1 gradients (added in
+        # encoder_backward) are not routed: they are a prior on every dim, not a signal about
+        # which dim should describe this image.
         if labels is not None:
-            dz = route_gradient(dz, labels, self.config.style)        # (N, K + S)
+            dz = dz * self.routing.mask(labels, dz.dtype)             # (N, K + S)
         # ----------------------------------------------------------------------------------
 
         self.encoder_backward(dz, cache, grads)
@@ -269,14 +281,10 @@ class VAE:
 
     # ------------------------------------------------------------------ inference
     def encode(self, x, batch_size=1000):
-        """x (N, D) -> mu (N, K + S), the encoder's mean. See `predict` for the digit."""
+        """x (N, D) -> mu (N, K + S), the encoder's mean; routing.read_group(mu) names its group."""
         x = self._check_x(x, "encode")
         return np.concatenate([self._encode(x[i:i + batch_size])
                                for i in range(0, len(x), batch_size)] or [self._empty()])
-
-    def predict(self, x, batch_size=1000):
-        """x (N, D) -> (N,) the predicted digit: argmax of mu over the K digit dims."""
-        return np.argmax(self.encode(x, batch_size)[:, :self.config.latent], axis=1)
 
     def code(self, x, batch_size=1000):
         """x (N, D) -> the noiseless code the decoder reads (N, K + S): mu, digit dims ReLU'd."""
@@ -302,10 +310,6 @@ class VAE:
         z = z.astype(self.config.dtype)
         return np.concatenate([self._decode(z[i:i + batch_size])
                                for i in range(0, len(z), batch_size)])
-
-    def reconstruct(self, x):
-        """x (N, D) -> decode(code(x)) (N, D): what the demo and the reconstruction MSE use."""
-        return self.decode(self.code(x))
 
     def _encode(self, x):
         eps = np.zeros((x.shape[0], self.config.code_dim), dtype=x.dtype)
@@ -351,4 +355,10 @@ class VAE:
         return np.ascontiguousarray(eps, dtype=self.config.dtype)
 
     def _check_labels(self, labels, N, where):
-        return check_labels(labels, self.config.latent, N, where)
+        return self.routing.check_labels(labels, N, where)
+
+    def _check_routing(self):
+        cfg, r = self.config, self.routing
+        if (r.routed_dims, r.free_dims) != (cfg.latent, cfg.style):
+            raise ValueError(f"VAE: routing {r.name} has {r.routed_dims} routed and {r.free_dims} "
+                             f"free dims; the config has latent {cfg.latent} and style {cfg.style}")

@@ -1,41 +1,39 @@
-"""The training loop, evaluation, and the bookkeeping that lets a run stop and resume exactly.
+"""The training step and loop, evaluation, and the position that lets a run stop and resume exactly.
 
-One step: draw a batch and its noise eps, `model.loss_and_grads(x, labels, eps)` (labels only
-when routing: they enter training nowhere else), one Adam step. Each epoch ends with a
-validation accuracy and a checkpoint. All randomness comes from one seeded generator whose state
-is saved in the checkpoint, so a resumed run continues to the same numbers as an unbroken one
-(on the numba backend at any thread count; on the numpy backend at the same thread count, since
-OpenBLAS splits its products by thread count). `train.py` is the command-line front end; this
-module has no argparse.
+The step, whole (`train_step`): forward, backward (routed when labels are given), one Adam step.
+The loop (`Trainer`) draws a batch and its noise eps, takes a step, and ends each epoch with a
+validation score and a call to `save`. Labels reach the model only when routing, and only
+through `VAE.backward`'s routing mask. All randomness comes from one seeded generator whose
+state is part of the saved position, so a resumed run continues to the same numbers as an
+unbroken one (on the numba backend at any thread count; on the numpy backend at the same thread
+count, since OpenBLAS splits its products by thread count). Reading and writing files is the
+caller's: `train.py` passes a `save` function and loads checkpoints (tools/checkpoint.py).
 """
 
-import json
 import math
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .adam import Adam, exponential_decay
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .cli import CHECKPOINT_NAME
-from .files import write_atomically
 from .data import to_rows
 from .model import VAE, VAEConfig
+from .routing import Routing, one_per_digit
 
 
 @dataclass
 class TrainConfig:
-    """How to train (the model's shape and loss live in VAEConfig)."""
+    """How to train (the model's shape and loss live in VAEConfig). The defaults are the default
+    recipe; `--epochs` is the one field a resumed run may change (it may grow)."""
     epochs: int = 25
     batch_size: int = 128
     lr: float = 1e-3
     lr_decay: float = 0.95        # lr of epoch e (from 0) is lr * lr_decay ** e
     seed: int = 0
-    routing: bool = True
+    routed: bool = True           # pass labels to the backward pass (False: a plain VAE)
     val_size: int = 5000          # the last val_size of the 60k training images
     train_subset: int = 0         # train on only the first n training images (0: all of them)
 
@@ -49,88 +47,114 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf."""
 
 
-def evaluate(model, images, labels, batch_size=1000):
-    """Argmax accuracy of the encoder mean, per class, and reconstruction MSE per pixel.
+class ResumeMismatch(ValueError):
+    """A resumed run asked for a setting other than the stored one: field, stored, given."""
 
-    images (N, 28, 28) uint8, labels (N,). The digit is the argmax of mu over the K digit dims
-    (style dims never vote). The reconstruction decodes the noiseless code (relu on the digit
-    part of mu, style part as is), exactly what the demo shows.
+    def __init__(self, field, stored, given):
+        super().__init__(f"{field}: stored {stored!r}, given {given!r}")
+        self.field, self.stored, self.given = field, stored, given
+
+
+def train_step(model, optimizer, x, labels, eps, lr):
+    """One step of training on a batch: x (B, D), labels (B,) or None, eps (B, K + S) -> losses."""
+    losses, cache = model.forward(x, eps)        # the loss, and what the backward pass needs
+    grads = model.backward(cache, labels)        # dL/dparams; labels route dL/dz (model.py)
+    optimizer.step(model.params, grads, lr)      # Adam, in place
+    return losses
+
+
+def evaluate(model, images, labels, batch_size=1000):
+    """Read-out accuracy, per class and as a confusion table, and reconstruction MSE per pixel.
+
+    images (N, 28, 28) uint8, labels (N,). The model's answer for an image is the routing group
+    with the largest mean of mu (`Routing.read_group`; style dims never vote); it is right when
+    that is the group of the image's label (with one group per digit: the digit itself). The
+    reconstruction decodes the noiseless code (relu on the digit part of mu, style part as is),
+    exactly what the demo shows.
     """
-    predicted, sq_err = [], 0.0
-    K = model.config.latent
+    routing = model.routing
+    answers, sq_err = [], 0.0
     for i in range(0, len(images), batch_size):
         x = to_rows(images[i:i + batch_size])
         mu = model.encode(x)                                        # (n, K + S)
-        code = model.code_of_mean(mu)                               # = model.code(x)
-        predicted.append(np.argmax(mu[:, :K], axis=1))              # = model.predict(x)
-        sq_err += float(((model.decode(code) - x) ** 2).sum(dtype=np.float64))
-    predicted = np.concatenate(predicted)
-    labels = np.asarray(labels, dtype=np.intp)
-    # rows: true digit 0..9; columns: latent dim with the largest mean (K of them)
-    confusion = np.zeros((10, model.config.latent), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    correct = np.bincount(labels[predicted == labels], minlength=10)
-    per_class = correct / np.maximum(np.bincount(labels, minlength=10), 1)
-    return {"acc": float((predicted == labels).mean()),
+        answers.append(routing.read_group(mu))                      # (n,) a group each
+        sq_err += float(((model.decode(model.code_of_mean(mu)) - x) ** 2).sum(dtype=np.float64))
+    answers = np.concatenate(answers)
+    labels = routing.check_labels(np.asarray(labels, dtype=np.intp), where="evaluate")
+    right = answers == routing.label_group[labels]
+    L, G = routing.labels, len(routing.groups)
+    confusion = np.zeros((L, G), dtype=np.int64)          # rows: true label; columns: group read
+    np.add.at(confusion, (labels, answers), 1)
+    per_class = np.bincount(labels[right], minlength=L) / np.maximum(np.bincount(labels, minlength=L), 1)
+    return {"acc": float(right.mean()),
             "per_class_acc": [round(float(a), 4) for a in per_class],
             "mse": sq_err / (len(images) * images[0].size),
-            "confusion": confusion.tolist()}
+            "confusion": confusion.tolist(), "groups": routing.group_names}
 
 
 class Trainer:
-    """Holds a model, its optimiser, the data and the training position; runs and saves them."""
+    """Holds a model, its optimiser, the data and the training position; runs them.
+
+    save(trainer) is called at the end of every epoch and when a stop signal ends the run;
+    `state()` gives what it should store and `load_state` takes it back.
+    """
 
     def __init__(self, model_config, train_config, train_images, train_labels, val_images,
-                 val_labels, out_dir, log=print):
+                 val_labels, routing=None, save=None, log=print):
         self.mcfg, self.tcfg = model_config, train_config
+        self.routing = routing if routing is not None else \
+            one_per_digit(style=model_config.style, digits=model_config.latent)
         self.rng = np.random.default_rng(train_config.seed)
-        self.model = VAE(model_config, rng=self.rng)
+        self.model = VAE(model_config, rng=self.rng, routing=self.routing)
         self.opt = Adam(self.model.params)
         self.schedule = exponential_decay(train_config.lr, train_config.lr_decay)
         self.train_images, self.train_labels = train_images, train_labels
         self.val_images, self.val_labels = val_images, val_labels
-        self.out_dir = Path(out_dir)
+        self.save = (lambda trainer: None) if save is None else save
         self.log = log
         self.epoch, self.step, self.perm = 0, 0, None    # position: next step of this epoch
-        self.sums = np.zeros(4)                           # running loss, recon, kl, images
+        self.totals = new_totals()                        # this epoch's losses so far
         self.history = []
         self.stop_signal = None                           # set by SIGINT, SIGTERM or SIGHUP
 
-    # ------------------------------------------------------------------ checkpoints
-    @property
-    def checkpoint_path(self):
-        return self.out_dir / CHECKPOINT_NAME
-
-    def save(self):
-        meta = {"model": self.mcfg.to_dict(), "train": asdict(self.tcfg),
-                "epoch": self.epoch, "step": self.step, "sums": self.sums.tolist(),
-                "history": self.history, "rng": self.rng.bit_generator.state}
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    # ------------------------------------------------------------------ the saved position
+    def state(self):
+        """-> params, meta (JSON-able), Adam's state, arrays: everything a resume needs."""
+        meta = {"model": self.mcfg.to_dict(), "routing": self.routing.to_dict(),
+                "train": asdict(self.tcfg), "epoch": self.epoch, "step": self.step,
+                "totals": self.totals, "history": self.history,
+                "rng": self.rng.bit_generator.state}
         arrays = {"perm": self.perm if self.perm is not None else np.zeros(0, np.int64)}
-        save_checkpoint(self.checkpoint_path, self.model.params, meta,
-                        self.opt.state_dict(), arrays)
+        return self.model.params, meta, self.opt.state_dict(), arrays
 
-    def restore(self, path):
-        """Continue from a checkpoint written by `save` (same model config required)."""
-        params, meta, adam_state, arrays = load_checkpoint(path)
-        missing = {"model", "rng", "epoch", "step", "sums", "history"} - set(meta)
+    def load_state(self, params, meta, adam_state, arrays):
+        """Continue from what `state()` gave. Raises ResumeMismatch if a setting differs
+        (the epochs may grow), ValueError if meta holds no training position."""
+        missing = {"model", "rng", "epoch", "step", "history"} - set(meta)
         if missing or "perm" not in arrays:
-            raise CheckpointError(f"{path} holds a model but not a training position (missing "
-                                  f"{sorted(missing) or ['perm']}); it cannot be resumed — use a "
-                                  f"new --out")
-        try:
-            stored = VAEConfig(**meta["model"]).to_dict()    # fields an older run lacks: defaults
-        except TypeError as e:
-            raise CheckpointError(f"{path}: its model does not match this gr-numpy ({e})") from None
-        if stored != self.mcfg.to_dict():
-            raise ValueError(f"{path} was trained with a different model ({meta['model']}); "
-                             f"resume with the same flags, or use a new --out")
-        self.model = VAE(self.mcfg, params=params)
+            raise ValueError(f"it holds a model but not a training position (missing "
+                             f"{sorted(missing) or ['perm']})")
+        stored_routing = routing_of(meta)
+        if stored_routing != self.routing:
+            raise ResumeMismatch("routing", stored_routing.name, self.routing.name)
+        stored_model = VAEConfig(**meta["model"]).to_dict()   # fields an older run lacks: defaults
+        for field, value in self.mcfg.to_dict().items():
+            if stored_model[field] != value:
+                raise ResumeMismatch(f"model.{field}", stored_model[field], value)
+        stored_train = train_config_of(meta)
+        for field, value in asdict(self.tcfg).items():
+            stored = getattr(stored_train, field)
+            if field == "epochs" and value >= meta["epoch"]:
+                continue                                      # extending (or ending) a run
+            if stored != value:
+                raise ResumeMismatch(f"train.{field}", stored, value)
+        self.model = VAE(self.mcfg, params=params, routing=self.routing)
         self.opt = Adam(self.model.params)
         self.opt.load_state_dict(adam_state)
         self.rng.bit_generator.state = meta["rng"]
         self.epoch, self.step = meta["epoch"], meta["step"]
-        self.sums = np.array(meta["sums"])
+        totals = meta.get("totals", meta.get("sums"))         # "sums": [loss, recon, kl, images]
+        self.totals = dict(zip(new_totals(), totals)) if isinstance(totals, list) else totals
         self.history = meta["history"]
         self.perm = arrays["perm"] if arrays["perm"].size else None
 
@@ -146,7 +170,7 @@ class Trainer:
         try:
             while self.epoch < self.tcfg.epochs:
                 if not self._run_epoch():
-                    self.save()
+                    self.save(self)
                     return False
             return True
         finally:
@@ -167,19 +191,16 @@ class Trainer:
         show_progress = sys.stdout.isatty()
         while self.step < steps:
             idx = self.perm[self.step * tcfg.batch_size:(self.step + 1) * tcfg.batch_size]
-            x = to_rows(self.train_images[idx])                              # (B, 784)
-            labels = self.train_labels[idx].astype(np.intp) if tcfg.routing else None
+            x = to_rows(self.train_images[idx]).astype(self.mcfg.dtype, copy=False)  # (B, 784)
+            labels = self.train_labels[idx].astype(np.intp) if tcfg.routed else None
             eps = self.rng.standard_normal((len(idx), C), dtype=np.float32)  # (B, K + S)
-            losses, grads = self.model.loss_and_grads(x, labels=labels, eps=eps)
+            losses = train_step(self.model, self.opt, x, labels, eps.astype(x.dtype, copy=False), lr)
             if not math.isfinite(losses["loss"]):
-                kept = (f"the last good checkpoint is kept at {self.checkpoint_path}"
-                        if self.checkpoint_path.is_file() else "no checkpoint was written yet")
-                raise TrainingDiverged(
-                    f"loss became {losses['loss']} at epoch {self.epoch + 1}, step "
-                    f"{self.step + 1}; {kept}; try a smaller --lr")
-            self.opt.step(self.model.params, grads, lr)
-            self.sums += [losses["loss"] * len(idx), losses["recon"] * len(idx),
-                          losses["kl"] * len(idx), len(idx)]
+                raise TrainingDiverged(f"loss became {losses['loss']} at epoch {self.epoch + 1}, "
+                                       f"step {self.step + 1}")
+            for key in ("loss", "recon", "kl"):
+                self.totals[key] += float(losses[key]) * len(idx)
+            self.totals["images"] += len(idx)
             self.step += 1
             if show_progress and (self.step % 20 == 0 or self.step in (start_step + 1, steps)):
                 done = self.step - start_step
@@ -194,7 +215,7 @@ class Trainer:
         if show_progress:
             print("\r" + " " * 70 + "\r", end="", flush=True)
 
-        loss, recon, kl = self.sums[:3] / self.sums[3]
+        loss, recon, kl = (self.totals[k] / self.totals["images"] for k in ("loss", "recon", "kl"))
         val = evaluate(self.model, self.val_images, self.val_labels) if len(self.val_images) else None
         entry = {"epoch": self.epoch + 1, "loss": loss, "recon": recon, "kl": kl, "lr": lr,
                  "val_acc": val["acc"] if val else None, "val_mse": val["mse"] if val else None,
@@ -204,15 +225,31 @@ class Trainer:
         self.log(f"epoch {entry['epoch']:2d} | loss {loss:8.3f} | recon {recon:8.3f} | "
                  f"kl {kl:6.3f} | {val_text} | {entry['seconds']:.1f} s")
         self.epoch, self.step, self.perm = self.epoch + 1, 0, None
-        self.sums = np.zeros(4)
-        self.save()
+        self.totals = new_totals()
+        self.save(self)
         return True
 
 
-def write_metrics(path, metrics):
-    """Write a JSON file atomically (temporary name, then rename)."""
-    text = (json.dumps(metrics, indent=2) + "\n").encode()
-    write_atomically(path, lambda f: f.write(text))
+def new_totals():
+    """The running sums of an epoch: loss, recon and kl times images, and the images seen."""
+    return {"loss": 0.0, "recon": 0.0, "kl": 0.0, "images": 0}
+
+
+def routing_of(meta):
+    """The routing stored with a model; checkpoints from before routings were stored hold one
+    dim per digit (and their style dims free)."""
+    if "routing" in meta:
+        return Routing.from_dict(meta["routing"])
+    model = meta.get("model", {})
+    return one_per_digit(style=model.get("style", 0), digits=model.get("latent", 10))
+
+
+def train_config_of(meta):
+    """The TrainConfig stored with a run (older runs called `routed` `routing`)."""
+    stored = dict(meta.get("train", {}))
+    if "routing" in stored:
+        stored["routed"] = stored.pop("routing")
+    return TrainConfig(**stored)
 
 
 def warm_up(dtype="float32"):
@@ -225,6 +262,5 @@ def warm_up(dtype="float32"):
     cfg = VAEConfig(input_dim=5, enc_hidden=(3, 2), dec_hidden=(2, 3), latent=2, dtype=dtype)
     model = VAE(cfg, rng=np.random.default_rng(0))
     x = np.full((2, 5), 0.5, dtype=dtype)
-    _, grads = model.loss_and_grads(x, labels=np.array([0, 1]), eps=np.zeros((2, 2), dtype))
-    Adam(model.params).step(model.params, grads, 1e-3)
+    train_step(model, Adam(model.params), x, np.array([0, 1]), np.zeros((2, 2), dtype), 1e-3)
     model.decode(model.code(x))

@@ -18,10 +18,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
-from gr_numpy import ops  # noqa: E402
-from gr_numpy.checkpoint import save_checkpoint  # noqa: E402
+from gr_numpy.backend import ops  # noqa: E402
+from gr_numpy.tools.checkpoint import save_checkpoint  # noqa: E402
 from gr_numpy.data import to_rows  # noqa: E402
-from gr_numpy.demo_app import (DEFAULT_MAX, MNIST_CENTRE, SIDE, Demo, centre_of_mass,  # noqa: E402
+from gr_numpy.tools.demo_app import (DEFAULT_MAX, MNIST_CENTRE, SIDE, Demo, centre_of_mass,  # noqa: E402
                                code_stats, gaussian_blur, mnist_like, morph_codes, stroke_ink)
 from gr_numpy.model import VAE, VAEConfig  # noqa: E402
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gr_numpy import figures
-from gr_numpy.checkpoint import save_checkpoint
+from gr_numpy.tools import figures
+from gr_numpy.tools.checkpoint import save_checkpoint
 from gr_numpy.data import to_rows
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.training import evaluate
@@ -127,7 +127,7 @@ def test_analogy_rows_take_the_first_image_of_each_digit():
 
 
 def test_importing_figures_leaves_pyplot_alone():
-    code = "import sys, gr_numpy.figures; print('matplotlib.pyplot' in sys.modules)"
+    code = "import sys, gr_numpy.tools.figures; print('matplotlib.pyplot' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert result.stdout.strip() == "False", result.stderr

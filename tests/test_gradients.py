@@ -76,7 +76,7 @@ def test_linear_activation_backward(rng, act, bias):
     dh = rng.normal(size=(3, 7))
     dh_before = dh.copy()
     h, cache = forward(x, W, b)
-    act_forward = layers.ACTIVATIONS[act][0]
+    act_forward = {"relu": layers.relu_forward, "elu": layers.elu_forward}[act]
     np.testing.assert_allclose(h, act_forward(a)[0], rtol=1e-12, atol=1e-15)
     dx, dW, db = backward(dh, cache)
     np.testing.assert_array_equal(dh, dh_before)       # the incoming gradient is not modified

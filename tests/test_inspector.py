@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gr_numpy.inspector import format_table, main, recon_gradient_at_mu, routing_table
+from gr_numpy.tools.inspector import format_table, main, recon_gradient_at_mu, routing_table
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.routing import route_gradient
 
@@ -124,7 +124,7 @@ def test_cli_on_an_untrained_model_prints_both_tables(mnist_dir, tmp_path, monke
 def test_cli_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, PYTHONPATH=path)       # finds gr_numpy without `pip install -e .`
-    result = subprocess.run([sys.executable, "-m", "gr_numpy.inspector", "--checkpoint",
+    result = subprocess.run([sys.executable, "-m", "gr_numpy.tools.inspector", "--checkpoint",
                              str(tmp_path / "missing.npz")], capture_output=True, text=True,
                             cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 2

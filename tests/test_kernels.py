@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from bench import suite as bench
-from gr_numpy import kernels, numpy_ops, ops
-from gr_numpy.kernels import products
+from gr_numpy.backend import kernels, numpy_ops, ops
+from gr_numpy.backend.kernels import products
 
 JIT_ENABLED = not numba.config.DISABLE_JIT
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ def test_spill_finder_sees_a_spilled_tile():
 ISA_PROBE = """
 import json, re, numba, numpy as np
 from bench.suite import micro_kernel_asm
-from gr_numpy import kernels
+from gr_numpy.backend import kernels
 result = {"isa": kernels.ISA, "tile": list(kernels.TILE), "loop": micro_kernel_asm()}
 if RUN:
     rng = np.random.default_rng(0)
@@ -317,10 +317,8 @@ def test_fused_relu_and_elu_edge_values():
 def test_elementwise_and_col_sum_match_numpy_twin(shape, dtype):
     _, W, dy = layer_arrays(shape, dtype)
     z = layer_arrays(shape, dtype, seed=1)[2]  # (N, M), a pre-activation
-    b = W[0].copy()                            # (M,), a bias
-    # z + b, max(z, 0) and the ReLU mask do at most one rounding each: they must match exactly.
-    pairs = [(inputs_unchanged(kernels.add_bias, z, b), numpy_ops.add_bias(z, b)),
-             (inputs_unchanged(kernels.relu, z), numpy_ops.relu(z)),
+    # max(z, 0) and the ReLU mask do no rounding: they must match exactly.
+    pairs = [(inputs_unchanged(kernels.relu, z), numpy_ops.relu(z)),
              (inputs_unchanged(kernels.relu_backward, dy, z), numpy_ops.relu_backward(dy, z))]
     for got, want in pairs:
         assert got.dtype == dtype
@@ -479,19 +477,18 @@ def test_adam_update_refuses_arrays_it_cannot_update_in_place():
 f32 = np.ones((3, 4), np.float32)
 f64 = np.ones((3, 4), np.float64)
 BAD_CALLS = [
-    ("matmul", (np.ones(4, np.float32), f32.T), r"matmul: a must be 2-D, got shape \(4,\)"),
-    ("matmul", (f32, f32), r"matmul: inner dimensions differ: a is \(3, 4\), b is \(3, 4\)"),
-    ("matmul", (f32, f64.T), r"matmul: dtypes differ: a is float32, b is float64"),
-    ("matmul", (f32.astype(np.int64), f32.T), r"matmul: a has dtype int64; expected float32"),
-    ("matmul", (f32.astype(np.float16), f32.T), r"matmul: a has dtype float16"),
-    ("matmul", (f32.tolist(), f32.T), r"matmul: a must be a NumPy array, got list"),
+    ("linear", (np.ones(4, np.float32), f32.T), r"linear: x must be 2-D, got shape \(4,\)"),
+    ("linear", (f32, f32), r"linear: inner dimensions differ: x is \(3, 4\), W is \(3, 4\)"),
+    ("linear", (f32, f64.T), r"linear: dtypes differ: x is float32, W is float64"),
+    ("linear", (f32.astype(np.int64), f32.T), r"linear: x has dtype int64; expected float32"),
+    ("linear", (f32.astype(np.float16), f32.T), r"linear: x has dtype float16"),
+    ("linear", (f32.tolist(), f32.T), r"linear: x must be a NumPy array, got list"),
     ("matmul_nt", (f32, f32.T), r"matmul_nt: column counts differ: a is \(3, 4\), b is \(4, 3\)"),
     ("matmul_nt", (f32, f64), r"matmul_nt: dtypes differ"),
     ("matmul_tn", (f32, f32.T), r"matmul_tn: row counts differ: a is \(3, 4\), b is \(4, 3\)"),
     ("matmul_tn", (f32[None], f32), r"matmul_tn: a must be 2-D, got shape \(1, 3, 4\)"),
-    ("add_bias", (f32, np.ones(3, np.float32)), r"add_bias: b has shape \(3,\), y is \(3, 4\)"),
-    ("add_bias", (f32, f32), r"add_bias: b must be 1-D"),
-    ("add_bias", (f32, np.ones(4)), r"add_bias: dtypes differ: y is float32, b is float64"),
+    ("linear", (f32, f32.T, np.ones(4, np.float32)), r"linear: b has shape \(4,\), W is \(4, 3\)"),
+    ("linear", (f32, f32.T, f32), r"linear: b must be 1-D"),
     ("col_sum", (np.ones(4),), r"col_sum: dy must be 2-D"),
     ("col_sum", (f32.astype(np.int32),), r"col_sum: dy has dtype int32"),
     ("relu", (np.ones((2, 3, 4)),), r"relu: x must be 2-D"),
@@ -524,16 +521,16 @@ def test_ops_dispatches_to_the_selected_backend(monkeypatch):
     x, W, _ = layer_arrays((5, 7, 3), np.float64)
     with ops.using_backend("numpy"):
         assert ops.get_backend() == "numpy"
-        np.testing.assert_array_equal(ops.matmul(x, W), x @ W)
+        np.testing.assert_array_equal(ops.linear(x, W), x @ W)
         monkeypatch.setattr(numpy_ops, "relu", lambda x: "numpy twin")
         assert ops.relu(x) == "numpy twin"
     with ops.using_backend("numba"):
         assert ops.get_backend() == "numba"
-        np.testing.assert_array_equal(ops.matmul(x, W), kernels.matmul(x, W))
+        np.testing.assert_array_equal(ops.linear(x, W), kernels.linear(x, W))
         monkeypatch.setattr(kernels, "relu", lambda x: "numba kernel")
         assert ops.relu(x) == "numba kernel"
-        with pytest.raises(ValueError, match="matmul: dtypes differ"):
-            ops.matmul(x, W.astype(np.float32))  # checked in ops, before either backend
+        with pytest.raises(ValueError, match="linear: dtypes differ"):
+            ops.linear(x, W.astype(np.float32))  # checked in ops, before either backend
 
 
 def test_using_backend_restores_the_previous_one_after_an_error():
@@ -584,7 +581,7 @@ def test_small_shapes_pass_without_jit_in_subprocess():
 
 
 def test_backend_env_var_is_read_at_import_in_subprocess():
-    code = "from gr_numpy import ops; print(ops.get_backend())"
+    code = "from gr_numpy.backend import ops; print(ops.get_backend())"
     result = run_python(["-c", code], GR_NUMPY_BACKEND="numpy")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "numpy"

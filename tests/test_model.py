@@ -173,7 +173,7 @@ def test_exponential_decay():
 
 
 def test_numba_and_numpy_backends_agree_on_the_whole_model():
-    from gr_numpy import ops
+    from gr_numpy.backend import ops
 
     cfg = VAEConfig(input_dim=13, enc_hidden=(9, 7), dec_hidden=(5, 11), latent=3, dtype="float64")
     rng = np.random.default_rng(2)

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gr_numpy.checkpoint import load_checkpoint, save_checkpoint
+from gr_numpy.tools.checkpoint import load_checkpoint, save_checkpoint
 from gr_numpy.model import VAE, VAEConfig
-from gr_numpy.runfolder import RunLock
+from gr_numpy.tools.runfolder import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = {"train": [str(ROOT / "train.py")], "demo": [str(ROOT / "demo.py")],
-            "inspector": ["-m", "gr_numpy.inspector"], "figures": ["-m", "gr_numpy.figures"],
+            "inspector": ["-m", "gr_numpy.tools.inspector"], "figures": ["-m", "gr_numpy.tools.figures"],
             "data": ["-m", "gr_numpy.data"], "bench": ["-m", "bench"]}
 SMALL_RUN = ["--hidden", "32", "--train-subset", "1000", "--val-size", "500", "--no-figures"]
 
@@ -192,7 +192,7 @@ def test_a_lock_dies_with_its_process(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; "
-                               "from gr_numpy.runfolder import RunLock; "
+                               "from gr_numpy.tools.runfolder import RunLock; "
                                f"RunLock({str(out)!r}).acquire(); print('locked', flush=True); "
                                "time.sleep(600)"], stdout=subprocess.PIPE, text=True,
                               env=env_for(tmp_path))

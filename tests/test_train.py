@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gr_numpy import checkpoint
-from gr_numpy.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from gr_numpy.tools import checkpoint
+from gr_numpy.tools.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from gr_numpy.data import load_mnist
 from gr_numpy.model import VAEConfig
 from gr_numpy.model import VAE

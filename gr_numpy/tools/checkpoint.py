@@ -1,8 +1,8 @@
 """Checkpoints: one .npz file holding everything needed to resume or to use a trained model.
 
 Inside: the parameters (`param/<name>`), the Adam state (`adam/...`), and `meta`, a JSON string
-with the format version, the model and training configs, the training position (epoch, step,
-the epoch's shuffle order) and the random generator's state. Writes go to a temporary file that is
+with the format version, the model config, its routing, the training config, the training
+position (epoch, step, the epoch's shuffle order) and the random generator's state. Writes go to a temporary file that is
 renamed over the old one only when complete, so a crash mid-write never destroys the last good
 checkpoint. Loading uses `allow_pickle=False`: a checkpoint file can never run code.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import CHECKPOINT_NAME
 from .files import write_atomically
 
 FORMAT = "gr-numpy-checkpoint"
@@ -34,14 +35,24 @@ def save_checkpoint(path, params, meta, adam_state=None, arrays=None):
     write_atomically(path, lambda f: np.savez(f, **contents))   # readers see old or new, never half
 
 
-def load_checkpoint(path):
-    """path -> (params, meta, adam_state, arrays). Raises CheckpointError with a one-line hint."""
+def checkpoint_file(path):
+    """A run folder or a checkpoint file -> the checkpoint file's Path (it may not exist)."""
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give the checkpoint file itself")
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def load_checkpoint(path):
+    """path (a run folder or its checkpoint file) -> (params, meta, adam_state, arrays).
+
+    Raises CheckpointError with a one-line hint.
+    """
+    folder, path = Path(path), checkpoint_file(path)
+    if folder.is_dir() and not path.is_file():
+        raise CheckpointError(f"the folder {folder} holds no {CHECKPOINT_NAME}: give a run "
+                              f"folder that `python train.py --out` wrote, or a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: run `python train.py` first, "
-                              f"or pass --checkpoint PATH")
+                              f"or pass --checkpoint RUN_FOLDER")
     try:
         with np.load(path, allow_pickle=False) as npz:
             contents = {k: npz[k] for k in npz.files}
@@ -82,13 +93,15 @@ def _check_numbers(path, key, value):
 
 
 def load_model(path):
-    """path -> VAE ready for encode/decode, rebuilt from the config stored in the checkpoint."""
-    from .model import VAE, VAEConfig
+    """path (a run folder or its checkpoint file) -> VAE ready for encode/decode, rebuilt from
+    the config and routing stored in the checkpoint."""
+    from ..model import VAE, VAEConfig
+    from ..training import routing_of
 
     params, meta, _, _ = load_checkpoint(path)
     try:
         config = VAEConfig(**meta["model"])
-        return VAE(config, params=params)
+        return VAE(config, params=params, routing=routing_of(meta))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its model does not match this gr-numpy ({e}); retrain "
                               f"with `python train.py`") from None

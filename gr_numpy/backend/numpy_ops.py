@@ -26,11 +26,6 @@ def matmul_tn(a, b):
     return a.T @ b
 
 
-def add_bias(y, b):
-    """(N, M) + (M,) -> (N, M): a new array; b is broadcast down the rows."""
-    return y + b
-
-
 def col_sum(dy):
     """(N, M) -> (M,): the bias gradient dy.sum(0)."""
     return dy.sum(axis=0)
@@ -65,10 +60,14 @@ def linear_relu(x, W, b=None):
     return relu(linear(x, W, b))
 
 
-def linear_elu(x, W, b=None):
-    """(N, K), (K, M), (M,) -> (N, M): elu(x @ W + b), elu(a) = a if a > 0 else exp(a) - 1."""
-    a = linear(x, W, b)
+def elu(a):
+    """(N, M) -> (N, M): a if a > 0 else exp(a) - 1 (layers.elu_forward uses this one too)."""
     return np.where(a > 0, a, np.expm1(np.minimum(a, 0)))
+
+
+def linear_elu(x, W, b=None):
+    """(N, K), (K, M), (M,) -> (N, M): elu(x @ W + b)."""
+    return elu(linear(x, W, b))
 
 
 def elu_backward(dout, out):
@@ -78,8 +77,8 @@ def elu_backward(dout, out):
 
 # ---------------------------------------------------------------- reconstruction losses
 
-def _sigmoid(a):
-    """1 / (1 + exp(-a)) without overflow: e = exp(-|a|) is in (0, 1]."""
+def sigmoid(a):
+    """1 / (1 + exp(-a)) without overflow: e = exp(-|a|) is in (0, 1] (layers.py uses it too)."""
     e = np.exp(-np.abs(a))
     return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
 
@@ -92,7 +91,7 @@ def bce_with_logits(logits, x):
     """
     N = logits.shape[0]
     per_pixel = np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))
-    dlogits = (_sigmoid(logits) - x) / N
+    dlogits = (sigmoid(logits) - x) / N
     return per_pixel.sum() / N, dlogits
 
 
@@ -102,7 +101,7 @@ def sse_with_logits(logits, x):
     d loss / d a = 2 (s - x) / N * s (1 - s), the chain rule through s = sigmoid(a).
     """
     N = logits.shape[0]
-    s = _sigmoid(logits)
+    s = sigmoid(logits)
     diff = s - x
     dlogits = 2 * diff / N * s * (1 - s)
     return (diff * diff).sum() / N, dlogits

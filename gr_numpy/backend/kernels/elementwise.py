@@ -15,25 +15,9 @@ from numba import prange
 from .jit import _SERIAL_ELEMENTS, _jit, _register_tile, _run
 from .vecmath import _exp, _log1p
 
-# ---------------------------------------------------------------- bias and its gradient
-# These are serial: at layer sizes they take microseconds, and starting the thread pool would
-# cost about as much as it saves. (The model adds its biases in the product's epilogue.)
-
-@_jit()
-def _add_bias(y, b):
-    """(N, M) + (M,) -> (N, M), a new array."""
-    n, m = y.shape
-    out = np.empty((n, m), dtype=y.dtype)
-    for i in range(n):
-        for j in range(m):
-            out[i, j] = y[i, j] + b[j]
-    return out
-
-
-def add_bias(y, b):
-    """(N, M) + (M,) -> (N, M): a new array; b is added to every row."""
-    return _add_bias(y, b)
-
+# ---------------------------------------------------------------- the bias gradient
+# Serial: at layer sizes it takes microseconds, and starting the thread pool would
+# cost about as much as it saves. (The forward pass adds the bias in the product's epilogue.)
 
 @_jit()
 def _col_sum(dy):

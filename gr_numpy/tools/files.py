@@ -6,6 +6,7 @@ flushed to disk, and only then is the temporary renamed over the target, an atom
 and Windows. A full disk, a file-size limit or a crash leaves the previous file as it was.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -38,3 +39,9 @@ def write_atomically(path, write):
         with open(tmp, "wb") as f:
             write(f)
     return save_atomically(path, save)
+
+
+def write_json(path, data):
+    """Write data as indented JSON, atomically (the metrics of a run, the benchmark's results)."""
+    text = (json.dumps(data, indent=2) + "\n").encode()
+    return write_atomically(path, lambda f: f.write(text))

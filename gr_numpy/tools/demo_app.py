@@ -18,8 +18,8 @@ import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.widgets import Button, Slider
 
-from .codes import typical_levels, with_digit
-from .data import to_rows
+from ..codes import typical_levels, with_digit
+from ..data import to_rows
 from .files import save_atomically
 
 SIDE = 28                     # images are SIDE x SIDE = D pixels

@@ -13,19 +13,19 @@ One idea a file:
                   call), with the bias and the activation fused into the forward one; the register
                   tile per vector instruction set (`ISA`, `TILE`)
   vecmath.py      exp, expm1 and log1p as plain arithmetic, so that loops calling them vectorise
-  elementwise.py  the ReLU/ELU gradients, bias, the reconstruction losses with their gradients in
-                  one pass, and the whole Adam update in one pass
+  elementwise.py  the ReLU/ELU gradients, the bias gradient, the reconstruction losses with
+                  their gradients in one pass, and the whole Adam update in one pass
 """
 
 import os
 
 from . import products
-from .elementwise import (adam_update, add_bias, bce_with_logits, col_sum, elu_backward, relu,
+from .elementwise import (adam_update, bce_with_logits, col_sum, elu_backward, relu,
                           relu_backward, sse_with_logits)
 from .products import ISA, TILE, linear, linear_elu, linear_relu, matmul, matmul_nt, matmul_tn
 from .vecmath import exp_nonpositive, expm1_nonpositive, log1p_unit
 
-__all__ = ["ISA", "TILE", "adam_update", "add_bias", "bce_with_logits", "col_sum",
+__all__ = ["ISA", "TILE", "adam_update", "bce_with_logits", "col_sum",
            "compiled_code_on_disk", "elu_backward",
            "exp_nonpositive", "expm1_nonpositive", "linear", "linear_elu", "linear_relu",
            "log1p_unit", "matmul", "matmul_nt", "matmul_tn", "relu", "relu_backward",

@@ -1,8 +1,9 @@
 """The compute operations the model calls, sent to one of two backends: "numba" or "numpy".
 
-The model code is the same for both: it calls `ops.matmul(x, W)` and this module passes the
+The model code is the same for both: it calls `ops.linear(x, W, b)` and this module passes the
 call on to `kernels/` (our Numba kernels, the default) or to `numpy_ops.py` (plain NumPy, the
 reference). Pick one with `set_backend`, `using_backend`, or GR_NUMPY_BACKEND=numpy at import.
+Numba is imported only when its backend is chosen: the NumPy path runs without it installed.
 This module holds no maths of its own. It checks every input (checks.py) before passing it on,
 so both backends refuse the same bad input with the same one-line ValueError.
 
@@ -12,16 +13,15 @@ Glossary: N rows (the batch); K and M generic feature sizes (x is (N, K), W is (
 """
 
 import contextlib
+import importlib
 import os
 
-import numba
+from . import checks
 
-from . import checks, kernels, numpy_ops
-
-BACKENDS = {"numba": kernels, "numpy": numpy_ops}
+BACKENDS = {"numba": "gr_numpy.backend.kernels", "numpy": "gr_numpy.backend.numpy_ops"}
 
 _backend_name = None
-_backend = None  # the module every call below goes to
+_backend = None  # the module every call below goes to, imported at its first call
 
 
 def set_backend(name):
@@ -30,7 +30,15 @@ def set_backend(name):
     if name not in BACKENDS:
         raise ValueError(f"set_backend: unknown backend {name!r}; expected one of "
                          f"{', '.join(map(repr, BACKENDS))} (GR_NUMPY_BACKEND is read at import)")
-    _backend_name, _backend = name, BACKENDS[name]
+    _backend_name, _backend = name, None
+
+
+def _module():
+    """The chosen backend's module; importing it (and Numba, for "numba") on first use."""
+    global _backend
+    if _backend is None:
+        _backend = importlib.import_module(BACKENDS[_backend_name])
+    return _backend
 
 
 def get_backend():
@@ -51,6 +59,8 @@ def using_backend(name):
 
 def set_threads(n):
     """Run the parallel Numba kernels on n threads (1 <= n <= NUMBA_NUM_THREADS)."""
+    import numba
+
     limit = numba.config.NUMBA_NUM_THREADS
     if not isinstance(n, int) or not 1 <= n <= limit:
         raise ValueError(f"set_threads: got {n!r}; expected an int from 1 to {limit} "
@@ -59,8 +69,12 @@ def set_threads(n):
 
 
 def get_threads():
-    """How many threads the parallel Numba kernels use."""
-    return numba.get_num_threads()
+    """How many threads the backend computes on: Numba's count, or OpenBLAS's for NumPy."""
+    if _backend_name == "numba":
+        import numba
+
+        return numba.get_num_threads()
+    return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.cpu_count() or 1)
 
 
 set_backend(os.environ.get("GR_NUMPY_BACKEND", "numba"))
@@ -68,48 +82,33 @@ set_backend(os.environ.get("GR_NUMPY_BACKEND", "numba"))
 
 # ---------------------------------------------------------------- the operations
 
-def matmul(a, b):
-    """(N, K) @ (K, M) -> (N, M): the forward product x @ W."""
-    a, b = checks.operands("matmul", a, b, ("a", "b"), (1, 0), "inner dimensions differ",
-                           "a (N, K) and b (K, M)")
-    return _backend.matmul(a, b)
-
-
 def matmul_nt(a, b):
     """(N, M) @ (K, M).T -> (N, K): the input gradient dy @ W.T."""
     a, b = checks.operands("matmul_nt", a, b, ("a", "b"), (1, 1), "column counts differ",
                            "a (N, M) and b (K, M)")
-    return _backend.matmul_nt(a, b)
+    return _module().matmul_nt(a, b)
 
 
 def matmul_tn(a, b):
     """(N, K).T @ (N, M) -> (K, M): the weight gradient x.T @ dy."""
     a, b = checks.operands("matmul_tn", a, b, ("a", "b"), (0, 0), "row counts differ",
                            "a (N, K) and b (N, M)")
-    return _backend.matmul_tn(a, b)
-
-
-def add_bias(y, b):
-    """(N, M) + (M,) -> (N, M): a new array."""
-    y = checks.checked("add_bias", "y", y)
-    if b is None:
-        raise ValueError("add_bias: b must be a NumPy array, got NoneType")
-    return _backend.add_bias(y, checks.bias("add_bias", b, y, "y"))
+    return _module().matmul_tn(a, b)
 
 
 def col_sum(dy):
     """(N, M) -> (M,): the bias gradient dy.sum(0)."""
-    return _backend.col_sum(checks.checked("col_sum", "dy", dy))
+    return _module().col_sum(checks.checked("col_sum", "dy", dy))
 
 
 def relu(x):
     """(N, M) -> (N, M): a new array max(x, 0)."""
-    return _backend.relu(checks.checked("relu", "x", x))
+    return _module().relu(checks.checked("relu", "x", x))
 
 
 def relu_backward(dout, x):
     """(N, M), (N, M) -> (N, M): a new array, dout where x > 0, else 0."""
-    return _backend.relu_backward(*checks.pair("relu_backward", ("dout", "x"), dout, x))
+    return _module().relu_backward(*checks.pair("relu_backward", ("dout", "x"), dout, x))
 
 
 # ---------------------------------------------------------------- fused operations
@@ -123,35 +122,35 @@ def _linear_inputs(fn, x, W, b):
 
 def linear(x, W, b=None):
     """(N, K) @ (K, M) + (M,) -> (N, M): x @ W + b, the bias added as the product is written."""
-    return _backend.linear(*_linear_inputs("linear", x, W, b))
+    return _module().linear(*_linear_inputs("linear", x, W, b))
 
 
 def linear_relu(x, W, b=None):
     """(N, K), (K, M), (M,) -> (N, M): relu(x @ W + b) (b None: no bias)."""
-    return _backend.linear_relu(*_linear_inputs("linear_relu", x, W, b))
+    return _module().linear_relu(*_linear_inputs("linear_relu", x, W, b))
 
 
 def linear_elu(x, W, b=None):
     """(N, K), (K, M), (M,) -> (N, M): elu(x @ W + b) (b None: no bias)."""
-    return _backend.linear_elu(*_linear_inputs("linear_elu", x, W, b))
+    return _module().linear_elu(*_linear_inputs("linear_elu", x, W, b))
 
 
 def elu_backward(dout, out):
     """(N, M), (N, M) -> (N, M): dout * elu'(a), from the ELU's output out (elu' = out + 1 below 0)."""
-    return _backend.elu_backward(*checks.pair("elu_backward", ("dout", "out"), dout, out))
+    return _module().elu_backward(*checks.pair("elu_backward", ("dout", "out"), dout, out))
 
 
 def bce_with_logits(logits, x):
     """(N, D), (N, D) -> loss, dlogits (N, D): Bernoulli cross-entropy and its gradient."""
-    return _backend.bce_with_logits(*checks.pair("bce_with_logits", ("logits", "x"), logits, x))
+    return _module().bce_with_logits(*checks.pair("bce_with_logits", ("logits", "x"), logits, x))
 
 
 def sse_with_logits(logits, x):
     """(N, D), (N, D) -> loss, dlogits (N, D): squared error of sigmoid(logits), and its gradient."""
-    return _backend.sse_with_logits(*checks.pair("sse_with_logits", ("logits", "x"), logits, x))
+    return _module().sse_with_logits(*checks.pair("sse_with_logits", ("logits", "x"), logits, x))
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2):
     """One Adam step for one parameter, in place on p, m and v."""
     checks.in_place("adam_update", {"p": p, "g": g, "m": m, "v": v})
-    return _backend.adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2)
+    return _module().adam_update(p, g, m, v, lr, beta1, beta2, eps, c1, c2)

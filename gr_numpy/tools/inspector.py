@@ -25,10 +25,10 @@ import numpy as np
 
 from .checkpoint import CheckpointError, load_model
 from .cli import DEFAULT_CHECKPOINT, OneLineParser, add_data_dir, fail, int_in, output_file
-from .data import DataError, load_mnist, to_rows
+from ..data import DataError, load_mnist, to_rows
 from .figures import new_figure, save_figure
-from .model import VAE, VAEConfig
-from .routing import route_gradient
+from ..model import VAE, VAEConfig
+from ..routing import route_gradient
 
 CELL_MEANING = """\
 cell [c, k] = mean over the batch's images n of digit c of N * |dmu_recon[n, k]|, where

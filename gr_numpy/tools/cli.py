@@ -1,7 +1,7 @@
 """What the command-line tools share: one-line errors, the --data-dir flag, the run-folder names.
 
-Used by train.py, demo.py, `python -m bench` and the `python -m gr_numpy.*` tools. Nothing here
-imports NumPy, so a mistyped flag is reported before any heavy import.
+Used by train.py, demo.py, `python -m bench`, `python -m gr_numpy.data` and the tools in this
+folder. Nothing here imports NumPy, so a mistyped flag is reported before any heavy import.
 """
 
 import argparse
@@ -20,6 +20,10 @@ def checkpoint_in(run_dir):
     return os.path.join(run_dir, CHECKPOINT_NAME)
 
 
+class UserError(Exception):
+    """A mistake the user can fix (a flag, a path, a file): shown as one line, exit code 2."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line and exit code 2 (not the whole usage text)."""
 
@@ -31,6 +35,13 @@ def fail(prog, message):
     """Print `prog: error: message` as one line on stderr and exit with code 2."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def add_checkpoint(parser, default=DEFAULT_RUN, help_default=None):
+    """The --checkpoint flag, taken the same way by every tool: a run folder or its checkpoint."""
+    parser.add_argument("--checkpoint", default=default, metavar="PATH",
+                        help="the trained model: a run folder written by train.py, or the "
+                             f"checkpoint.npz in it (default: {help_default or default})")
 
 
 def add_data_dir(parser, fetch=True):

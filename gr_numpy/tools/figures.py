@@ -26,8 +26,8 @@ from matplotlib.ticker import MaxNLocator
 from .checkpoint import CheckpointError, load_model
 from .cli import DEFAULT_RUN, METRICS_NAME, OneLineParser, add_data_dir, checkpoint_in, fail
 from .cli import output_dir
-from .codes import typical_levels, with_digit
-from .data import DataError, load_mnist, to_rows
+from ..codes import typical_levels, with_digit
+from ..data import DataError, load_mnist, to_rows
 from .files import write_atomically
 
 TRAVERSAL_STEPS = 8          # T: columns of a traversal, from 0 to the dim's high value
