@@ -135,12 +135,14 @@ class Trainer:
             raise ValueError(f"it holds a model but not a training position (missing "
                              f"{sorted(missing) or ['perm']})")
         stored_routing = routing_of(meta)
-        if stored_routing != self.routing:
+        if stored_routing.name != self.routing.name:
             raise ResumeMismatch("routing", stored_routing.name, self.routing.name)
         stored_model = VAEConfig(**meta["model"]).to_dict()   # fields an older run lacks: defaults
         for field, value in self.mcfg.to_dict().items():
             if stored_model[field] != value:
                 raise ResumeMismatch(f"model.{field}", stored_model[field], value)
+        if stored_routing != self.routing:                    # same name, other groups
+            raise ResumeMismatch("routing", stored_routing.to_dict(), self.routing.to_dict())
         stored_train = train_config_of(meta)
         for field, value in asdict(self.tcfg).items():
             stored = getattr(stored_train, field)

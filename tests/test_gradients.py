@@ -1,6 +1,6 @@
 """Every backward pass against central finite differences, in float64.
 
-Sizes are small and odd (3, 5, 7, 4), upstream gradients are random (never all ones), biases are
+Sizes are small and mostly odd (3, 5, 7, and 4), upstream gradients are random (never all ones), biases are
 non-zero, and inputs to ReLUs are kept away from the kink at 0, where the derivative jumps.
 """
 
@@ -10,7 +10,7 @@ import pytest
 from gr_numpy import layers, losses
 from gr_numpy.gradcheck import check_gradient, numerical_gradient, numerical_gradient_array
 from gr_numpy.model import VAE, VAEConfig
-from gr_numpy.routing import route_gradient
+from gr_numpy.routing import halves, one_per_digit, two_per_digit
 
 TOL = 1e-6
 
@@ -234,12 +234,12 @@ def test_reparameterized_samples_have_mean_mu_and_std_exp_half_logvar():
 
 
 # ------------------------------------------------------------------------- the whole model
-def tiny_model(rng, **overrides):
-    """A float64 VAE with odd sizes: 7 pixels -> 5 -> 4 -> K=3 -> 4 -> 5 -> 7."""
+def tiny_model(rng, routing=None, **overrides):
+    """A float64 VAE with small sizes: 7 pixels -> 5 -> 4 -> K=3 -> 4 -> 5 -> 7."""
     kwargs = dict(input_dim=7, enc_hidden=(5, 4), dec_hidden=(4, 5), latent=3, dtype="float64",
                   kl_weight=0.7, recon_weight=1.3, l1_weight=0.4)
     kwargs.update(overrides)
-    model = VAE(VAEConfig(**kwargs), rng=rng)
+    model = VAE(VAEConfig(**kwargs), rng=rng, routing=routing)
     for k in model.params:                                  # non-zero biases, larger weights
         model.params[k] += rng.normal(scale=0.3, size=model.params[k].shape)
     return model
@@ -293,43 +293,96 @@ def test_unrouted_loss_gradient_every_parameter(overrides):
         check_gradient(grads[name], numeric, TOL, name)
 
 
-@pytest.mark.parametrize("style, style_input", [(0, "outer"), (2, "outer"), (3, "shared")],
-                         ids=["digits-only", "style", "style-shared"])
-def test_routed_gradient_equals_surrogate_loss_gradient(style, style_input):
-    """Routing = the exact gradient of a loss whose z has its non-label entries held constant.
+# Every routing the code offers, with the dims each label may train written out here, from the
+# routing's description (not by asking the code under test): label -> its group's dims.
+ROUTINGS = {
+    "one-per-digit": (one_per_digit, lambda label: [label]),
+    "two-per-digit": (two_per_digit, lambda label: [2 * label, 2 * label + 1]),
+    "halves": (halves, lambda label: list(range(16)) if label < 5 else list(range(16, 32))),
+}
+ROUTED_CASES = [(name, style, style_input) for name in ROUTINGS for style, style_input in
+                [(0, "outer"), (2, "outer")]] + [("one-per-digit", 3, "shared")]
+
+
+def routed_model_and_batch(name, style, style_input, seed=11):
+    """A tiny float64 VAE with the named routing (K from the routing), a batch of 7 images
+    with labels from 0..9, and the mask m written out from the routing's description."""
+    make, dims_of = ROUTINGS[name]
+    routing = make(style=style)
+    K = routing.routed_dims
+    rng = np.random.default_rng(seed)
+    model = tiny_model(rng, latent=K, style=style, style_kl_weight=1.7, style_input=style_input,
+                       routing=routing)
+    x, eps, _ = batch(rng, N=7, K=K, S=style)
+    labels = np.array([3, 7, 0, 9, 5, 4, 3])
+    m = np.zeros((len(x), K + style))                             # (N, K + S)
+    for n, label in enumerate(labels):
+        m[n, dims_of(label)] = 1.0                                # the label's group
+    m[:, K:] = 1.0                                                # style dims: every image
+    return model, x, eps, labels, m
+
+
+def surrogate_loss(model, x, eps, m, z0):
+    """recon(decoder(m * z(theta) + (1 - m) * z0)) + KL(theta) + L1(z(theta)): the loss whose
+    exact gradient routing claims to be, with the masked-out entries of z held at z0."""
+    cfg, K = model.config, model.config.latent
+    mu, logvar, z = model.encoder_forward(x, eps, {})
+    logits = model.decoder_forward(m * z + (1 - m) * z0, {})
+    recon, _ = losses.RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
+    kl_d, _, _ = losses.kl_normal(mu[:, :K], logvar[:, :K])
+    kl_s, _, _ = losses.kl_normal(mu[:, K:], logvar[:, K:])
+    l1, _ = losses.l1_penalty(z[:, :K])                           # label-free terms see all of z_d
+    return (cfg.recon_weight * recon + cfg.kl_weight * kl_d + cfg.style_kl_weight * kl_s
+            + cfg.l1_weight * l1)
+
+
+ENCODER = ("enc", "mu.", "logvar.")
+
+
+@pytest.mark.parametrize("name, style, style_input", ROUTED_CASES,
+                         ids=[f"{n}-S{s}-{i}" for n, s, i in ROUTED_CASES])
+def test_routed_gradient_equals_surrogate_loss_gradient(name, style, style_input):
+    """Routing = the exact gradient of a loss whose z has its masked entries held constant.
 
     Surrogate: recon(decoder(m * z(theta) + (1 - m) * z(theta0))) + KL(theta) + L1(z(theta)),
-    where m is the one-hot mask of the labels over the K digit dims and theta0 are the current
-    parameters. The S style dims are not routed: m is 1 on them, so they are never held constant.
+    where m[n] is 1 on the dims of label n's group and on the S style dims, and theta0 are the
+    current parameters. For every routing the code offers, with and without style dims.
     """
-    rng = np.random.default_rng(11)
-    model = tiny_model(rng, style=style, style_kl_weight=1.7, style_input=style_input)
-    x, eps, labels = batch(rng, S=style)
+    model, x, eps, labels, m = routed_model_and_batch(name, style, style_input)
     assert_off_kinks(model, x, eps)
-    cfg, K = model.config, model.config.latent
-    m = np.concatenate([np.eye(K)[labels], np.ones((len(x), style))], axis=1)   # (N, K + S)
-    _, _, z0 = model.encoder_forward(x, eps, {})              # z at theta0, frozen
-
-    def surrogate():
-        mu, logvar, z = model.encoder_forward(x, eps, {})
-        logits = model.decoder_forward(m * z + (1 - m) * z0, {})
-        recon, _ = losses.RECONSTRUCTION_LOSSES[cfg.recon](logits, x)
-        kl_d, _, _ = losses.kl_normal(mu[:, :K], logvar[:, :K])
-        kl_s, _, _ = losses.kl_normal(mu[:, K:], logvar[:, K:])
-        l1, _ = losses.l1_penalty(z[:, :K])                    # label-free terms see all of z_d
-        return (cfg.recon_weight * recon + cfg.kl_weight * kl_d + cfg.style_kl_weight * kl_s
-                + cfg.l1_weight * l1)
+    _, _, z0 = model.encoder_forward(x, eps, {})                  # z at theta0, frozen
+    surrogate = lambda: surrogate_loss(model, x, eps, m, z0)
 
     np.testing.assert_allclose(surrogate(), loss_of(model, x, eps), rtol=1e-13)
     _, routed = model.loss_and_grads(x, labels=labels, eps=eps)
     _, plain = model.loss_and_grads(x, labels=None, eps=eps)
-    for name, p in model.params.items():
-        if name.startswith(("enc", "mu.", "logvar.")):
-            check_gradient(routed[name], numerical_gradient(surrogate, p), TOL, name)
+    for pname, p in model.params.items():
+        if pname.startswith(ENCODER):
+            check_gradient(routed[pname], numerical_gradient(surrogate, p), TOL, pname)
         else:                                                  # the decoder does not see routing
-            np.testing.assert_array_equal(routed[name], plain[name], err_msg=name)
+            np.testing.assert_array_equal(routed[pname], plain[pname], err_msg=pname)
     # Not vacuous: routing does change the encoder's gradient here.
     assert not np.allclose(routed["enc0.W"], plain["enc0.W"])
+
+
+@pytest.mark.parametrize("name", list(ROUTINGS))
+def test_surrogate_check_fails_for_the_wrong_mask(name):
+    """Negative control: the same check, with each label given the next label's dims (or, for
+    halves, the other half), must fail; so must the plain, unrouted gradient."""
+    model, x, eps, labels, m = routed_model_and_batch(name, 0, "outer")
+    shifted = (labels + 5) % 10 if name == "halves" else (labels + 1) % 10
+    dims_of = ROUTINGS[name][1]
+    m_shifted = np.zeros_like(m)
+    for n, label in enumerate(shifted):
+        m_shifted[n, dims_of(label)] = 1.0
+    _, _, z0 = model.encoder_forward(x, eps, {})
+    numeric = numerical_gradient(lambda: surrogate_loss(model, x, eps, m_shifted, z0),
+                                 model.params["mu.b"])
+    _, routed = model.loss_and_grads(x, labels=labels, eps=eps)
+    _, plain = model.loss_and_grads(x, labels=None, eps=eps)
+    for grads in (routed, plain):
+        with pytest.raises(AssertionError, match="rel_error"):
+            check_gradient(grads["mu.b"], numeric, TOL, "mu.b")
 
 
 def test_routed_encoder_ignores_non_label_entries_of_dz():
@@ -341,7 +394,8 @@ def test_routed_encoder_ignores_non_label_entries_of_dz():
     dz_other = dz + (1 - np.eye(3)[labels]) * rng.normal(size=dz.shape)  # only non-label entries
     for routed in (True, False):
         def encoder_grads(dz):                    # what VAE.backward does after the decoder
-            return model.encoder_backward(route_gradient(dz, labels) if routed else dz, cache, {})
+            mask = model.routing.mask(labels) if routed else 1.0
+            return model.encoder_backward(dz * mask, cache, {})
         g1, g2 = encoder_grads(dz), encoder_grads(dz_other)
         for name in g1:
             if routed:

@@ -5,7 +5,7 @@ import pytest
 
 from gr_numpy.adam import Adam, exponential_decay
 from gr_numpy.model import VAE, VAEConfig, layer_shapes
-from gr_numpy.routing import route_mask
+from gr_numpy.routing import Routing, halves, one_per_digit, two_per_digit
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def test_parameters_and_gradients_share_names_shapes_and_dtype(model):
     for k, p in model.params.items():
         assert grads[k].shape == p.shape and grads[k].dtype == np.float32, k
     assert set(losses) == {"loss", "recon", "kl", "l1"}
-    assert losses["loss"] == pytest.approx(losses["recon"] + losses["kl"], rel=1e-6)
+    assert losses["loss"] == pytest.approx(losses["recon"] + 0.5 * losses["kl"], rel=1e-6)  # 0.5 KL
 
 
 def test_decoder_hidden_layers_have_no_bias_by_default(model):
@@ -41,14 +41,63 @@ def test_encode_decode_shapes_and_ranges(model):
     assert model.decode(np.ones(4)).shape == (1, 12)       # one code as a 1-D vector
 
 
-def test_route_mask_is_one_hot():
-    mask = route_mask(np.array([2, 0, 1]), 3)
+def test_one_per_digit_mask_is_one_hot():
+    mask = one_per_digit(digits=3).mask(np.array([2, 0, 1]))
     np.testing.assert_array_equal(mask, [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
 
 
-def test_route_mask_is_one_hot_over_digits_and_ones_over_style():
-    mask = route_mask(np.array([2, 0]), 3, style=2)
+def test_one_per_digit_mask_is_one_hot_over_digits_and_ones_over_style():
+    mask = one_per_digit(style=2, digits=3).mask(np.array([2, 0]))
     np.testing.assert_array_equal(mask, [[0, 0, 1, 1, 1], [1, 0, 0, 1, 1]])
+
+
+def test_two_per_digit_and_halves_masks():
+    two = two_per_digit(style=1).mask(np.array([3, 0]))
+    assert two.shape == (2, 21)
+    np.testing.assert_array_equal(np.flatnonzero(two[0]), [6, 7, 20])     # dims 6, 7; style
+    np.testing.assert_array_equal(np.flatnonzero(two[1]), [0, 1, 20])
+    half = halves().mask(np.array([4, 5]))
+    np.testing.assert_array_equal(half[0], [1] * 16 + [0] * 16)           # 0-4: first half
+    np.testing.assert_array_equal(half[1], [0] * 16 + [1] * 16)           # 5-9: second half
+
+
+def test_read_group_takes_the_group_with_the_largest_mean():
+    routing = Routing("test", [[0, 1], [2, 3, 4]], [0, 1, 1], code_dim=6)
+    mu = np.array([[1.0, 1.0, 0.0, 0.0, 2.9, 50.0],     # means 1.0 vs 0.97: group 0; free dim 5
+                   [1.0, 1.0, 0.0, 0.0, 3.1, -50.0]])   # 1.0 vs 1.03: group 1
+    np.testing.assert_array_equal(routing.read_group(mu), [0, 1])
+    np.testing.assert_allclose(routing.group_scores(mu)[0], [1.0, 2.9 / 3])
+
+
+def test_prototypes_and_switch_keep_the_free_dims():
+    routing = two_per_digit(style=1)
+    codes = np.zeros((4, 21))
+    codes[0, [6, 7, 20]] = [1.0, 2.0, 5.0]           # a 3
+    codes[1, [6, 7, 20]] = [3.0, 4.0, -5.0]          # another 3
+    codes[2, [0, 1]] = [0.5, 0.0]                    # a 0
+    labels = np.array([3, 3, 0, 9])                  # the 9 is all zero: its fallback is used
+    proto = routing.prototypes(codes, labels, fallback=np.full(21, 7.0))
+    np.testing.assert_allclose(proto[3, 6:8], [2.0, 3.0])        # medians of dims 6, 7 over 3s
+    np.testing.assert_allclose(proto[0, 0:2], [0.5, 0.0])
+    np.testing.assert_allclose(proto[9, 18:20], [7.0, 7.0])
+    np.testing.assert_allclose(proto[1], np.r_[[0, 0, 7, 7], np.zeros(17)])  # no 1s: fallback
+    assert proto[3].sum() == 5.0                                 # zero outside the group
+    switched = routing.switch(codes[:1], 0, proto)
+    np.testing.assert_allclose(switched[0], np.r_[[0.5, 0.0], np.zeros(18), [5.0]])
+
+
+def test_routing_round_trips_and_refuses_a_bad_description():
+    for r in (one_per_digit(style=6), two_per_digit(), halves()):
+        assert Routing.from_dict(r.to_dict()) == r
+    with pytest.raises(ValueError, match="cover dims"):
+        Routing("gap", [[0], [2]], [0, 1], code_dim=3)
+    with pytest.raises(ValueError, match="label_group"):
+        Routing("bad", [[0], [1]], [0, 2], code_dim=2)
+
+
+def test_model_refuses_a_routing_of_another_width(model):
+    with pytest.raises(ValueError, match="routing halves"):
+        VAE(model.config, routing=halves())
 
 
 @pytest.fixture
@@ -57,7 +106,7 @@ def style_model():
     return VAE(cfg, rng=np.random.default_rng(0))
 
 
-def test_style_model_shapes_code_and_prediction(style_model):
+def test_style_model_shapes_code_and_read_out(style_model):
     x = np.random.default_rng(1).uniform(size=(50, 12))
     assert style_model.params["mu.W"].shape == (9, 4 + 3)
     assert style_model.params["dec0.W"].shape == (4 + 4 * 3, 9)      # [z_d, vec(z_d outer z_s)]
@@ -66,7 +115,8 @@ def test_style_model_shapes_code_and_prediction(style_model):
     code = style_model.code(x)
     np.testing.assert_allclose(code[:, :4], np.maximum(mu[:, :4], 0))   # ReLU on digit dims
     np.testing.assert_allclose(code[:, 4:], mu[:, 4:])                  # style dims as they are
-    np.testing.assert_array_equal(style_model.predict(x), np.argmax(mu[:, :4], axis=1))
+    np.testing.assert_array_equal(style_model.routing.read_group(mu),   # style dims never vote
+                                  np.argmax(mu[:, :4], axis=1))
     assert style_model.decode(code).shape == (50, 12)
     with pytest.raises(ValueError, match=r"\(N, 7\)"):
         style_model.decode(np.zeros((2, 4)))
@@ -83,13 +133,20 @@ def test_all_zero_digit_code_decodes_to_blank_whatever_the_style(style_model):
 
 
 def test_style_kl_weight_multiplies_only_the_style_dims_kl(style_model):
-    x = np.random.default_rng(1).uniform(size=(6, 12)).astype(np.float32)
-    eps = np.random.default_rng(3).normal(size=(6, 7)).astype(np.float32)
+    """loss = recon + kl_weight * KL_digit + style_kl_weight * KL_style: raising the style
+    weight from 1 to 3 adds exactly 2 * KL_style, and the reported KL is unweighted."""
+    x = np.random.default_rng(1).uniform(size=(6, 12))
+    eps = np.random.default_rng(3).normal(size=(6, 7))
+    style_model.params = {k: p.astype(np.float64) for k, p in style_model.params.items()}
+    style_model.config.dtype = "float64"
+    mu, logvar, _ = style_model.encoder_forward(x, eps, {})
+    kl_s = 0.5 * (mu[:, 4:] ** 2 + np.exp(logvar[:, 4:]) - 1 - logvar[:, 4:]).sum() / 6
+    style_model.config.style_kl_weight = 1.0
     l_a, _ = style_model.loss_and_grads(x, eps=eps)
     style_model.config.style_kl_weight = 3.0
     l_b, _ = style_model.loss_and_grads(x, eps=eps)
-    assert l_a["kl"] == pytest.approx(l_b["kl"], rel=1e-6)
-    assert l_b["loss"] > l_a["loss"]
+    assert l_a["kl"] == pytest.approx(l_b["kl"], rel=1e-12)
+    assert l_b["loss"] - l_a["loss"] == pytest.approx(2 * kl_s, rel=1e-9)
 
 
 def test_style_zero_is_todays_model():

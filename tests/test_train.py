@@ -11,7 +11,8 @@ import pytest
 
 from gr_numpy.tools import checkpoint
 from gr_numpy.tools.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from gr_numpy.data import load_mnist
+from gr_numpy.data import load_mnist, to_rows
+from gr_numpy.routing import halves, one_per_digit, two_per_digit
 from gr_numpy.model import VAEConfig
 from gr_numpy.model import VAE
 from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged, evaluate
@@ -31,9 +32,19 @@ def mnist(mnist_dir):
     return images[:1200], labels[:1200], images[-500:], labels[-500:]
 
 
-def make_trainer(mnist, out, epochs=2, seed=3, routing=True):
-    tcfg = TrainConfig(epochs=epochs, batch_size=100, seed=seed, routing=routing)
-    return Trainer(SMALL, tcfg, *mnist, out_dir=out, log=lambda line: None)
+def make_trainer(mnist, out, epochs=2, seed=3, routed=True, config=SMALL, routing=None):
+    """A Trainer that saves to out/checkpoint.npz, as train.py's does."""
+    tcfg = TrainConfig(epochs=epochs, batch_size=100, seed=seed, routed=routed)
+    path = Path(out) / "checkpoint.npz"
+    Path(out).mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, tcfg, *mnist, routing=routing, log=lambda line: None,
+                      save=lambda t: save_checkpoint(path, *t.state()))
+    trainer.checkpoint_path = path
+    return trainer
+
+
+def restore(trainer):
+    trainer.load_state(*load_checkpoint(trainer.checkpoint_path))
 
 
 # --------------------------------------------------------------------- end to end, real MNIST
@@ -59,7 +70,7 @@ def test_routing_is_what_aligns_the_latent_with_the_labels(mnist_dir, tmp_path):
     images, labels = load_mnist("train", mnist_dir)
     data = images[:6000], labels[:6000], images[-1000:], labels[-1000:]
     routed = make_trainer(data, tmp_path / "a", epochs=3)
-    plain = make_trainer(data, tmp_path / "b", epochs=3, routing=False)
+    plain = make_trainer(data, tmp_path / "b", epochs=3, routed=False)
     routed.run()
     plain.run()
     assert routed.history[-1]["val_acc"] > plain.history[-1]["val_acc"] + 0.2
@@ -83,7 +94,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(mnist, tmp_path, monkeypat
     assert (broken.epoch, broken.step) == (1, 5)
 
     resumed = make_trainer(mnist, tmp_path / "broken")
-    resumed.restore(resumed.checkpoint_path)
+    restore(resumed)
     assert resumed.run()
     for k in whole.model.params:
         np.testing.assert_array_equal(resumed.model.params[k], whole.model.params[k], err_msg=k)
@@ -108,12 +119,12 @@ def test_a_failed_write_keeps_the_previous_checkpoint(mnist, tmp_path, monkeypat
         np.testing.assert_array_equal(before[k], after[k])
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(mnist, tmp_path):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist, tmp_path):
     trainer = make_trainer(mnist, tmp_path, epochs=1)
     trainer.run()
     trainer.tcfg.epochs = 2
     trainer.model.params["out.b"][0] = np.nan                 # poison the model
-    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1"):
         trainer.run()
     params, meta, _, _ = load_checkpoint(trainer.checkpoint_path)
     assert meta["epoch"] == 1 and np.isfinite(params["out.b"]).all()
@@ -160,24 +171,64 @@ def test_resuming_a_checkpoint_without_a_training_position_is_a_clear_error(mnis
     trainer = make_trainer(mnist, tmp_path)
     save_checkpoint(trainer.checkpoint_path, trainer.model.params,
                     {"model": trainer.mcfg.to_dict()})             # a model only, as for the demo
-    with pytest.raises(CheckpointError, match="cannot be resumed") as info:
-        trainer.restore(trainer.checkpoint_path)
+    with pytest.raises(ValueError, match="not a training position") as info:
+        restore(trainer)
     assert "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def small_run(mnist_dir, tmp_path_factory):
+    """A one-epoch routed run of train.py, for the resume checks."""
+    out = tmp_path_factory.mktemp("small") / "run"
+    result = run_train(*SMALL_FLAGS, "--out", str(out), "--data-dir", str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+SMALL_FLAGS = ("--hidden", "16", "--epochs", "1", "--train-subset", "500", "--val-size", "100",
+               "--threads", "1", "--no-figures")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--no-routing",), "trained with no --no-routing, this command passes it"),
+    (("--lr", "0.002"), "trained with --lr 0.001, this command gives --lr 0.002"),
+    (("--hidden", "8"), "trained with --hidden 16, this command gives --hidden 8"),
+    (("--routing", "halves"), "trained with --routing one-per-digit, this command gives "
+                              "--routing halves"),
+    (("--preset", "style"), "trained with --l1-weight 0.0, this command gives --l1-weight 1.0"),
+    (("--style", "2"), "trained with --style 0, this command gives --style 2"),
+    (("--seed", "4"), "--seed 0, this command gives --seed 4"),
+])
+def test_a_resume_that_contradicts_its_run_is_refused_in_one_line(small_run, mnist_dir, flags,
+                                                                   message):
+    args = list(SMALL_FLAGS)
+    if "--hidden" in flags:
+        del args[0:2]
+    result = run_train(*args, *flags, "--resume", "--out", str(small_run),
+                       "--data-dir", str(mnist_dir))
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_resume_may_add_epochs(small_run, mnist_dir, tmp_path):
+    args = [a if a != "1" else "2" for a in SMALL_FLAGS]           # --epochs 2
+    result = run_train(*args, "--resume", "--out", str(small_run), "--data-dir", str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    assert "resume | from epoch 2" in result.stdout and "epoch  2 | loss" in result.stdout
 
 
 # --------------------------------------------------------------------- style dims
 def test_a_style_run_trains_resumes_and_scores_only_the_digit_dims(mnist, tmp_path):
     cfg = VAEConfig(enc_hidden=(32,), dec_hidden=(32,), style=3, style_kl_weight=1.5)
-    tcfg = TrainConfig(epochs=1, batch_size=100, seed=3)
-    trainer = Trainer(cfg, tcfg, *mnist, out_dir=tmp_path, log=lambda line: None)
+    trainer = make_trainer(mnist, tmp_path, epochs=1, config=cfg)
     assert trainer.run()
     model = load_model(trainer.checkpoint_path)                # the config travels with it
     assert model.config.style == 3 and model.config.style_kl_weight == 1.5
-    again = Trainer(cfg, TrainConfig(epochs=2, batch_size=100, seed=3), *mnist, out_dir=tmp_path,
-                    log=lambda line: None)
-    again.restore(again.checkpoint_path)
+    assert model.routing.free_dims == 3
+    again = make_trainer(mnist, tmp_path, epochs=2, config=cfg)
+    restore(again)
     assert again.run() and again.epoch == 2
-    # Accuracy is the argmax over the ten digit dims: a huge style mean never wins it.
+    # The read-out is over the ten digit dims' groups: a huge style mean never wins it.
     images, labels = mnist[2], mnist[3]
     before = evaluate(model, images, labels)
     model.params["mu.b"][10:] += 1e4
@@ -185,17 +236,36 @@ def test_a_style_run_trains_resumes_and_scores_only_the_digit_dims(mnist, tmp_pa
     assert after["acc"] == before["acc"] and np.array(after["confusion"]).shape == (10, 10)
 
 
-def test_an_old_ten_dim_checkpoint_still_loads_and_resumes(mnist, tmp_path):
-    """A checkpoint written before the style fields existed: they take their defaults."""
+@pytest.mark.parametrize("make, K, G", [(two_per_digit, 20, 10), (halves, 32, 2)])
+def test_other_routings_train_store_their_routing_and_score_over_their_groups(mnist, tmp_path,
+                                                                              make, K, G):
+    cfg = VAEConfig(enc_hidden=(32,), dec_hidden=(32,), latent=K)
+    trainer = make_trainer(mnist, tmp_path, epochs=1, config=cfg, routing=make())
+    assert trainer.run()
+    model = load_model(trainer.checkpoint_path)
+    assert model.routing == make() and model.config.latent == K
+    test = evaluate(model, mnist[2], mnist[3])
+    assert np.array(test["confusion"]).shape == (10, G) and len(test["per_class_acc"]) == 10
+    answers = model.routing.read_group(model.encode(to_rows(mnist[2])))
+    assert test["acc"] == pytest.approx(np.mean(answers == model.routing.label_group[mnist[3]]))
+
+
+def test_a_checkpoint_from_before_routings_were_stored_loads_and_resumes(mnist, tmp_path):
+    """Older checkpoints: no routing (it was one dim per digit), no style fields, the training
+    flag called "routing" and the epoch's sums a list. They load as today's routing."""
     trainer = make_trainer(mnist, tmp_path, epochs=1)
     trainer.run()
     params, meta, adam, arrays = load_checkpoint(trainer.checkpoint_path)
+    del meta["routing"]
     for key in ("style", "style_kl_weight"):
         del meta["model"][key]
+    meta["train"]["routing"] = meta["train"].pop("routed")
+    meta["sums"] = [meta["totals"][k] for k in ("loss", "recon", "kl", "images")]
+    del meta["totals"]
     save_checkpoint(trainer.checkpoint_path, params, meta, adam, arrays)
     model = load_model(trainer.checkpoint_path)
     assert model.config.style == 0 and model.config == SMALL
-    assert isinstance(model, VAE)
+    assert isinstance(model, VAE) and model.routing == one_per_digit()
     resumed = make_trainer(mnist, tmp_path, epochs=2)
-    resumed.restore(resumed.checkpoint_path)
+    restore(resumed)
     assert resumed.run()
