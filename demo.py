@@ -1,33 +1,34 @@
-"""Explore a trained model's latent code in a window: `python demo.py` (see --help).
+"""Explore a trained model's code in a window: `python demo.py` (see --help).
 
-Ten sliders, one per digit (and one per style dim, if the model has any), set the code z and the
-decoder draws it at once; it opens on a random test digit's code and reconstruction; draw your own
-digit with the mouse, or press 0-9 to redraw the current style as another digit. With --save or
---morph it writes files instead of opening a window (works without a screen). The window itself
-is built in gr_numpy/demo_app.py; this file only reads the flags, the checkpoint and the data.
+One slider per code dim, grouped by the model's routing (one per digit, two per digit, or the
+halves 0-4 and 5-9; then the style dims, if any), sets the code z and the decoder draws it at
+once; it opens on a random test digit's code and reconstruction; draw your own digit with the
+mouse, or press 0-9 to redraw the current style as another digit. With --save or --morph it
+writes files instead of opening a window (works without a screen). The window itself is built
+in gr_numpy/tools/demo_app.py; this file only reads the flags, the checkpoint and the data.
 """
 
 import os
 import sys
 
 from gr_numpy.tools import cli
-from gr_numpy.tools.cli import DEFAULT_CHECKPOINT, OneLineParser, int_in
+from gr_numpy.tools.cli import OneLineParser, int_in
 
 PROG = "demo.py"
 
 
 def build_parser():
     p = OneLineParser(
-        prog=PROG, description="Explore a trained model's latent code in a window, or "
-                                    "render the window and an animation to files.")
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help=f"the model written by train.py (default: {DEFAULT_CHECKPOINT})")
+        prog=PROG, description="Explore a trained model's code in a window, or render the "
+                               "window and an animation to files.")
+    cli.add_checkpoint(p)
     cli.add_data_dir(p, fetch=False)
     p.add_argument("--save", metavar="PNG",
                    help="write the window, showing one random test digit, to this image file "
-                        "and exit (no screen needed)")
+                        "(.png, .pdf, .svg, ...) and exit (no screen needed)")
     p.add_argument("--morph", metavar="GIF",
-                   help="write an animation of the code sweeping from digit 0 to digit 9 and exit")
+                   help="write a GIF of the code sweeping through every digit's typical code, "
+                        "0 to 9, and exit")
     p.add_argument("--morph-frames", type=int_in(2, 10_000), default=91,
                    help="frames in the --morph animation (default: 91, ten per step from one "
                         "digit to the next)")
@@ -39,6 +40,25 @@ def build_parser():
 def fail(message):
     """One line on stderr, exit code 2: for anything the user can fix."""
     cli.fail(PROG, message)
+
+
+def check_outputs(args):
+    """Refuse, before any work, an output that cannot be written: a missing or read-only
+    folder, an image format matplotlib does not write, a --morph that is not a .gif."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if args.save:
+        cli.output_file(PROG, "--save", args.save)
+        formats = FigureCanvasBase.get_supported_filetypes()
+        extension = os.path.splitext(args.save)[1].lower().lstrip(".")
+        if extension not in formats:
+            fail(f"--save {args.save}: matplotlib cannot write "
+                 f"{'.' + extension if extension else 'a file without an extension'}; "
+                 f"end the name in one of {', '.join('.' + f for f in sorted(formats))}")
+    if args.morph:
+        cli.output_file(PROG, "--morph", args.morph)
+        if not args.morph.lower().endswith(".gif"):
+            fail(f"--morph {args.morph}: the animation is written as a GIF; end the name in .gif")
 
 
 def load_test_set(data_dir):
@@ -74,32 +94,27 @@ def open_window_figure():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # The cheap checks come before the heavy imports: a mistake costs nothing.
-    if os.path.isdir(args.checkpoint):          # before the window opens: a mistake costs nothing
-        fail(f"--checkpoint {args.checkpoint} is a folder; give the checkpoint file itself")
-    if not os.path.isfile(args.checkpoint):
-        fail(f"no trained model at {args.checkpoint} — run `python train.py` first")
-    for flag, path in (("--save", args.save), ("--morph", args.morph)):
-        if path:
-            cli.output_file(PROG, flag, path)
+    check_outputs(args)                         # the cheap checks first: a mistake costs nothing
     interactive = not (args.save or args.morph)
     import matplotlib
     if not interactive:
         matplotlib.use("Agg")     # files only: never touch the screen, even if there is one
-    fig = open_window_figure() if interactive else None
 
     import numpy as np
 
     from gr_numpy.backend import ops
     from gr_numpy.tools.checkpoint import CheckpointError, load_model
-    from gr_numpy.tools.demo_app import Demo, write_morph
 
     # One image at a time gains nothing from the Numba kernels; NumPy starts without compiling.
     ops.set_backend("numpy")
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint)     # a run folder or its checkpoint.npz
     except CheckpointError as e:
         fail(str(e))
+    fig = open_window_figure() if interactive else None
+
+    from gr_numpy.tools.demo_app import Demo, write_morph
+
     images, labels = load_test_set(args.data_dir)
     demo = Demo(model, images, labels, rng=np.random.default_rng(args.seed), fig=fig)
 
@@ -108,7 +123,7 @@ def main(argv=None):
             demo.save(args.save)                # the window as it opens: a random test digit
             print(f"wrote {args.save}")
         if args.morph:
-            write_morph(model, demo.typical, args.morph, frames=args.morph_frames)
+            write_morph(model, demo.prototypes, args.morph, frames=args.morph_frames)
             print(f"wrote {args.morph}")
     except OSError as e:
         fail(f"cannot write {e.filename or 'the output file'}: {e.strerror or e}")

@@ -140,8 +140,8 @@ class Routing:
         return isinstance(other, Routing) and self.to_dict() == other.to_dict()
 
     def __repr__(self):
-        return (f"Routing({self.name!r}: {self.labels} labels -> {len(self.groups)} groups of "
-                f"{self.routed_dims} dims, {self.free_dims} free)")
+        return (f"Routing({self.name!r}: {self.labels} labels -> {len(self.groups)} groups "
+                f"over {self.routed_dims} dims, {self.free_dims} free dims)")
 
     def _validate(self):
         grouped = np.concatenate(self.groups) if self.groups else np.zeros(0, np.intp)

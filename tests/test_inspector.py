@@ -1,4 +1,4 @@
-"""The routing inspector: routed gradients reach the encoder only through the label's dim."""
+"""The routing inspector: routed gradients reach the encoder only through the label's group."""
 
 import os
 import subprocess
@@ -8,19 +8,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gr_numpy.tools.inspector import format_table, main, recon_gradient_at_mu, routing_table
 from gr_numpy.model import VAE, VAEConfig
-from gr_numpy.routing import route_gradient
+from gr_numpy.routing import Routing
+from gr_numpy.tools.inspector import format_table, main, recon_gradient_at_mu, routing_table
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 4
 
 
-def tiny_model(relu_z=True, style=0):
-    """A float64 VAE: 12 pixels -> 9 -> K=4 (+ S style dims) -> 9 -> 12."""
+def tiny_model(relu_z=True, style=0, routing=None):
+    """A float64 VAE: 12 pixels -> 9 -> K=4 (+ S style dims) -> 9 -> 12; by default one dim per
+    label (4 labels)."""
     cfg = VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=K, relu_z=relu_z,
                     style=style, dtype="float64")
-    return VAE(cfg, rng=np.random.default_rng(0))
+    return VAE(cfg, rng=np.random.default_rng(0), routing=routing)
+
+
+def pairs(style=0):
+    """Four labels in two groups of two dims, like the halves: labels 0, 1 -> dims 0, 1; labels
+    2, 3 -> dims 2, 3."""
+    return Routing("pairs", [[0, 1], [2, 3]], [0, 0, 1, 1], K + style, ["0-1", "2-3"])
 
 
 def tiny_batch(model, N=20):
@@ -61,9 +68,41 @@ def test_style_columns_are_not_routed():
     assert np.all(np.diagonal(routed[:, :K]) > 0)
     np.testing.assert_array_equal(routed[:, K:], plain[:, K:])
     assert np.all(routed[:, K:] > 0)
-    lines = format_table(routed, np.bincount(labels, minlength=K), "routed")
+    lines = format_table(routed, np.bincount(labels, minlength=K), "routed", model.routing)
     assert "style 2" in lines[1] and lines[2].count("|") == 2
-    assert "0 (exactly)" in lines[-2] and lines[-1].startswith("style dims")
+    assert "100.0%" in lines[-2] and "0 (exactly)" in lines[-2]
+    assert lines[-1].startswith("style dims")
+
+
+@pytest.mark.parametrize("style", [0, 2])
+def test_groups_of_several_dims_sum_their_dims_and_only_the_own_group_is_lit(style):
+    """Two labels a group: the routed table is zero outside each label's own group, exactly;
+    a group's cell is the sum of its dims' gradients; the plain table is lit everywhere."""
+    model = tiny_model(style=style, routing=pairs(style))
+    x, labels, eps = tiny_batch(model)
+    routed, plain = routing_table(model, x, labels, eps)
+    assert routed.shape == plain.shape == (4, 2 + style)
+    own = np.array([[True, False], [True, False], [False, True], [False, True]])
+    np.testing.assert_array_equal(routed[:, :2][~own], 0.0)
+    assert np.all(routed[:, :2][own] > 0)
+    assert np.all(plain[:, :2] > 0)
+    np.testing.assert_array_equal(routed[:, :2][own], plain[:, :2][own])   # own group as it was
+    np.testing.assert_array_equal(routed[:, 2:], plain[:, 2:])            # style: not routed
+
+    # A group's cell is the sum over its dims of the per-dim table.
+    one_dim_each = tiny_model(style=style)                       # same weights, one dim a label
+    _, per_dim = routing_table(one_dim_each, x, labels, eps)
+    np.testing.assert_allclose(plain[:, 0], per_dim[:, 0] + per_dim[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(plain[:, 1], per_dim[:, 2] + per_dim[:, 3], rtol=1e-12)
+
+    lines = format_table(routed, np.bincount(labels, minlength=4), "routed", model.routing)
+    assert "group 0-1" in lines[1] and "group 2-3" in lines[1]
+    summary = lines[-2] if style else lines[-1]
+    assert "100.0%" in summary and "0 (exactly)" in summary
+    plain_summary = format_table(plain, np.bincount(labels, minlength=4), "plain",
+                                 model.routing)[-2 if style else -1]
+    share = np.sum(plain[:, :2][own]) / np.sum(plain[:, :2])
+    assert f"{100 * share:.1f}%" in plain_summary and "0 (exactly)" not in plain_summary
 
 
 def test_closed_relu_on_z_blocks_the_gradient():
@@ -83,9 +122,11 @@ def test_inspector_gradient_is_what_encoder_backward_uses():
     _, cache = model.forward(x, eps)
     cache["dmu_kl"] = np.zeros_like(cache["dmu_kl"])
     cache["dlogvar_kl"] = np.zeros_like(cache["dlogvar_kl"])
+    cache["dz_l1"] = np.zeros_like(cache["dz_l1"])
     dz = model.decoder_backward(cache, {})
     for lab in (labels, None):
-        grads = model.encoder_backward(dz if lab is None else route_gradient(dz, lab), cache, {})
+        routed_dz = dz if lab is None else dz * model.routing.mask(lab)
+        grads = model.encoder_backward(routed_dz, cache, {})
         dmu_recon = recon_gradient_at_mu(model, cache, dz, lab)
         np.testing.assert_allclose(dmu_recon.sum(axis=0), grads["mu.b"], rtol=1e-12, atol=1e-15)
 
@@ -107,6 +148,16 @@ def table_rows(text, title):
     return [line.split("|")[1].split() for line in lines[start + 2:start + 12]]
 
 
+def test_cli_untrained_is_the_default_recipe(mnist_dir, capsys, monkeypatch):
+    import gr_numpy.tools.inspector as inspector
+    built = []
+    real_vae = inspector.VAE
+    monkeypatch.setattr(inspector, "VAE", lambda *a, **k: built.append(a[0]) or real_vae(*a, **k))
+    assert main(["--untrained", "--batch-size", "50", "--data-dir", str(mnist_dir)]) == 0
+    assert built == [VAEConfig()]
+    assert "one-per-digit" in capsys.readouterr().out
+
+
 def test_cli_on_an_untrained_model_prints_both_tables(mnist_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)                  # no runs/default here: an untrained model
     plot = tmp_path / "tables.png"
@@ -118,6 +169,8 @@ def test_cli_on_an_untrained_model_prints_both_tables(mnist_dir, tmp_path, monke
     for c in range(10):
         assert [cell != "." for cell in routed[c]] == [k == c for k in range(10)], routed[c]
         assert "." not in plain[c]
+    assert "own group's share of the gradient into the groups: 100.0% | largest cell outside " \
+           "it 0 (exactly)" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -131,6 +184,14 @@ def test_cli_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "no checkpoint" in result.stderr
+
+
+def test_cli_folder_without_a_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "holds no checkpoint.npz" in err
 
 
 def test_cli_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):

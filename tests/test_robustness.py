@@ -28,7 +28,8 @@ from gr_numpy.tools.runfolder import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = {"train": [str(ROOT / "train.py")], "demo": [str(ROOT / "demo.py")],
-            "inspector": ["-m", "gr_numpy.tools.inspector"], "figures": ["-m", "gr_numpy.tools.figures"],
+            "inspector": ["-m", "gr_numpy.tools.inspector"],
+            "figures": ["-m", "gr_numpy.tools.figures"],
             "data": ["-m", "gr_numpy.data"], "bench": ["-m", "bench"]}
 SMALL_RUN = ["--hidden", "32", "--train-subset", "1000", "--val-size", "500", "--no-figures"]
 
@@ -102,8 +103,8 @@ BAD = [
     ("train", "--hidden 0", "--hidden must be comma-separated"),
     ("train", "--hidden 200000", "--hidden widths must be at most 100000"),
     ("train", "--hidden 100000,100000 --batch-size 60000", "GiB of memory"),
-    ("train", "--latent 8", "--latent must be 10"),
-    ("train", "--latent 0", "--latent: must be from 1"),
+    ("train", "--latent 10", "unrecognized arguments: --latent"),   # the routing sets the width
+    ("train", "--routing three-per-digit", "invalid choice"),
     ("train", "--seed -1", "--seed: must be from 0"),
     ("train", "--seed 99999999999999999999", "--seed: must be from 0"),
     ("train", "--threads -1", "--threads: must be from 0"),
@@ -126,12 +127,12 @@ BAD = [
     ("train", "--data-dir {file}", "--data-dir"),
     ("train", "--eval-only --checkpoint {missing}", "no checkpoint at"),
     ("train", "--eval-only --checkpoint {file}", "not a readable checkpoint"),
-    ("train", "--eval-only --checkpoint {dir}", "is a folder"),
+    ("train", "--eval-only --checkpoint {dir}", "holds no checkpoint.npz"),
     ("train", "--eval-only --checkpoint {nan}", "NaN or inf"),
     ("train", "--resume --out {nanrun} --hidden 32 --data-dir {data}", "NaN or inf"),
     # demo.py
-    ("demo", "--checkpoint {missing}", "no trained model at"),
-    ("demo", "--checkpoint {dir}", "is a folder"),
+    ("demo", "--checkpoint {missing}", "no checkpoint at"),
+    ("demo", "--checkpoint {dir}", "holds no checkpoint.npz"),
     ("demo", "--checkpoint {file} --save {root}/x.png", "not a readable checkpoint"),
     ("demo", "--checkpoint {nan} --save {root}/x.png", "NaN or inf"),
     ("demo", "--checkpoint {run}/checkpoint.npz --morph-frames 1", "--morph-frames: must be"),
@@ -140,17 +141,23 @@ BAD = [
     ("demo", "--checkpoint {run}/checkpoint.npz --save {missing}/x.png", "does not exist"),
     ("demo", "--checkpoint {run}/checkpoint.npz --save {dir}", "is a folder"),
     ("demo", "--checkpoint {run}/checkpoint.npz --morph {file}/x.gif", "is a file, not a folder"),
+    ("demo", "--checkpoint {run} --save {root}/x.txt", "matplotlib cannot write .txt"),
+    ("demo", "--checkpoint {run} --morph {root}/x.png", "the animation is written as a GIF"),
     # the other tools
     ("inspector", "--batch-size 0", "--batch-size: must be from 1"),
     ("inspector", "--seed -1", "--seed: must be from 0"),
     ("inspector", "--checkpoint {nan}", "NaN or inf"),
     ("inspector", "--checkpoint {file}", "not a readable checkpoint"),
+    ("inspector", "--checkpoint {dir}", "holds no checkpoint.npz"),
     ("inspector", "--untrained --plot {missing}/t.png", "does not exist"),
     ("inspector", "--untrained --checkpoint {run}/checkpoint.npz", "exclude each other"),
-    ("figures", "--run {missing}", "not a run folder"),
-    ("figures", "--run {file}", "not a run folder"),
-    ("figures", "--run {run} --out {file}", "is a file, not a folder"),
-    ("figures", "--run {nanrun} --data-dir {data}", "NaN or inf"),
+    ("figures", "--checkpoint {missing}", "no checkpoint at"),
+    ("figures", "--checkpoint {file}", "not a readable checkpoint"),
+    ("figures", "--checkpoint {dir}", "holds no checkpoint.npz"),
+    ("figures", "--checkpoint {run} --out {file}", "is a file, not a folder"),
+    ("figures", "--checkpoint {run} --compare {dir}", "holds no checkpoint.npz"),
+    ("figures", "--checkpoint {nanrun} --data-dir {data}", "NaN or inf"),
+    ("figures", "--run {run}", "unrecognized arguments: --run"),    # now --checkpoint
     ("data", "--data-dir {file}", "is a file"),
     ("bench", "--repeats 0", "--repeats: must be from 1"),
     ("bench", "--only nonsense", "invalid choice"),
@@ -255,12 +262,14 @@ def test_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path, mnist_di
     from gr_numpy.training import TrainConfig, Trainer, TrainingDiverged
 
     images, labels = load_mnist("train", mnist_dir)
+    saved = []
     trainer = Trainer(VAEConfig(enc_hidden=(16,), dec_hidden=(16,)), TrainConfig(epochs=1),
-                      images[:300], labels[:300], images[-100:], labels[-100:], tmp_path,
-                      log=lambda line: None)
+                      images[:300], labels[:300], images[-100:], labels[-100:],
+                      save=saved.append, log=lambda line: None)
     trainer.model.params["out.b"][0] = np.nan
-    with pytest.raises(TrainingDiverged, match="no checkpoint was written yet"):
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1"):
         trainer.run()
+    assert saved == []          # nothing was saved: train.py says "no checkpoint was written yet"
 
 
 def test_first_run_says_it_compiles_and_shows_progress_from_the_first_batch(tmp_path, mnist_dir):

@@ -1,24 +1,28 @@
-"""The interactive demo: ten sliders set the latent code z, and the decoder draws the digit.
+"""The interactive demo: sliders set the code z, and the decoder draws the digit.
 
-A matplotlib window onto a trained model: one slider per latent dim (one per digit when the
-model was trained with routing, then one per style dim if it has any), a bar chart of the code,
-a random MNIST test digit beside its reconstruction, and a canvas to draw your own digit on.
-With style dims, keys 0-9 keep the style and switch the digit: a "3" redrawn as 0..9. This
-module builds the window and its callbacks; `demo.py` is the command line that loads a checkpoint and opens or saves it. It is a
-viewer only: nothing here trains, and nothing here is needed by training or the tests of the maths.
+A matplotlib window onto a trained model: one slider per code dim, grouped and coloured by the
+model's routing group (one per digit, two per digit, or the halves "0-4" and "5-9"), then one per
+style dim if it has any; a bar chart of the code; a random MNIST test digit beside its
+reconstruction; and a canvas to draw your own digit on. Keys 0-9 switch the code to that
+digit's typical code (`Routing.switch`), keeping the style dims: a "3" redrawn as 0..9. This
+module builds the window and its callbacks; `demo.py` is the command line that loads a
+checkpoint and opens or saves it. It is a viewer only: nothing here trains, and nothing here is
+needed by training or the tests of the maths.
 
-Glossary: D pixels (784 = 28 x 28), K digit dims (10), S style dims (0 or more), N images.
-Drawn strokes are lists of (x, y) points in pixel units of the 28 x 28 field: x is the column,
-y the row, and pixel (row i, column j) covers [j, j + 1) x [i, i + 1), so its centre is at
-(j + 0.5, i + 0.5).
+Glossary: D pixels (784 = 28 x 28), C code dims (K routed, then S style), G routing groups,
+L labels (10 digits), N images. Drawn strokes are lists of (x, y) points in pixel units of the
+28 x 28 field: x is the column, y the row, and pixel (row i, column j) covers [j, j + 1) x
+[i, i + 1), so its centre is at (j + 0.5, i + 0.5).
 """
 
+import math
+
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.widgets import Button, Slider
 
-from ..codes import typical_levels, with_digit
 from ..data import to_rows
 from .files import save_atomically
 
@@ -27,6 +31,8 @@ FIGSIZE = (12, 7)             # inches; `save` writes FIGSIZE * DPI pixels
 DPI = 100
 PANEL = 0.17                  # width of each 28 x 28 panel, as a fraction of the figure's width
 DEFAULT_MAX = 3.0             # slider range 0..3 when there is no test set to measure codes on
+STYLE_COLOUR = "0.3"          # the bars and sliders of the style dims (dark grey)
+FADED = 0.3                   # alpha of the bars of the groups not read off the code
 
 # ------------------------------------------------------------------------------------------
 # A drawing -> an MNIST-like 28 x 28 image, in plain NumPy
@@ -118,63 +124,89 @@ def mnist_like(strokes):
 
 
 # ------------------------------------------------------------------------------------------
-# What the test set says about the codes: slider ranges and a typical value per digit
+# What the test set says about the codes: slider ranges and a typical code per digit
 # ------------------------------------------------------------------------------------------
 
 def code_stats(model, images=None, labels=None):
-    """-> lo, hi (K + S,), the slider range per dim, and typical (K,), a value per digit dim.
+    """-> lo, hi (C,), the slider range of each code dim, and prototypes (L, C), a typical code
+    of each digit (`Routing.prototypes`), which the keys 0-9 and the morph show.
 
     images uint8 (N, 28, 28) and labels (N,), normally the MNIST test set. hi is the 99th
-    percentile of the code over all images, lo the 1st (0 on the digit dims with ReLU on z);
-    typical[k] is the median of dim k over the images labelled k: with routing, dim k is the
-    one that carries digit k. Without images: digit dims 0..DEFAULT_MAX, typical in the middle,
-    style dims -DEFAULT_MAX..DEFAULT_MAX (their prior is N(0, 1)).
+    percentile of each dim over the test codes, lo the 1st (0 on the routed dims with ReLU on z);
+    where a digit's median code is not positive on its group, its prototype takes the middle of
+    the range. Without images: routed dims 0..DEFAULT_MAX, style dims -DEFAULT_MAX..DEFAULT_MAX
+    (their prior is N(0, 1)), every prototype in the middle.
     """
-    K, S = model.config.latent, model.config.style
+    K, C = model.config.latent, model.config.code_dim
     if images is None or len(images) == 0:
-        lo = np.concatenate([np.zeros(K), np.full(S, -DEFAULT_MAX)])
-        return lo, np.full(K + S, DEFAULT_MAX), np.full(K, DEFAULT_MAX / 2)
-    codes = np.concatenate([model.code(to_rows(images[i:i + 1000]))
-                            for i in range(0, len(images), 1000)])          # (N, K + S)
-    hi = np.percentile(codes, 99, axis=0)
-    lo = np.percentile(codes, 1, axis=0)
-    if model.config.relu_z:
-        lo[:K] = 0.0
-    hi = np.where(hi > lo + 1e-6, hi, lo + DEFAULT_MAX)   # a dim that never fires still slides
-    typical = typical_levels(codes, labels, K, fallback=(hi[:K] + lo[:K]) / 2)
-    return lo, hi, typical
+        lo = np.concatenate([np.zeros(K), np.full(C - K, -DEFAULT_MAX)])
+        hi = np.full(C, DEFAULT_MAX)
+        codes, labels = np.zeros((0, C)), np.zeros(0, dtype=np.intp)
+    else:
+        codes = model.code(to_rows(images))                                 # (N, C)
+        hi = np.percentile(codes, 99, axis=0)
+        lo = np.percentile(codes, 1, axis=0)
+        if model.config.relu_z:
+            lo[:K] = 0.0
+        hi = np.where(hi > lo + 1e-6, hi, lo + DEFAULT_MAX)   # a dim that never fires still slides
+    return lo, hi, model.routing.prototypes(codes, labels, fallback=(lo + hi) / 2)
 
 
-def morph_codes(typical, frames):
-    """-> (frames, K) codes sweeping from a one-hot of digit 0 to one of digit K - 1.
+def group_colours(routing):
+    """-> C colours, one per code dim: its routing group's (tab10, or tab20 past ten groups),
+    STYLE_COLOUR on the style dims."""
+    G = len(routing.groups)
+    palette = matplotlib.colormaps["tab10" if G <= 10 else "tab20"]
+    colours = [STYLE_COLOUR] * routing.code_dim
+    for g, dims in enumerate(routing.groups):
+        for d in dims:
+            colours[d] = palette(g % palette.N)
+    return colours
 
-    Frame f sits at s = f * (K - 1) / (frames - 1) along the way: between digits k = floor(s)
-    and k + 1 it cross-fades linearly, (1 - t) * typical[k] on dim k and t * typical[k + 1]
-    on dim k + 1, with t = s - k.
+
+def code_ticks(routing):
+    """-> positions, names: the ticks of an axis of code dims, one per group (in the middle of
+    its dims, named as the group) and one per style dim (s0, s1, ...)."""
+    K = routing.routed_dims
+    positions = [float(np.mean(dims)) for dims in routing.groups] + list(range(K, routing.code_dim))
+    return positions, list(routing.group_names) + [f"s{s}" for s in range(routing.free_dims)]
+
+
+# ------------------------------------------------------------------------------------------
+# The morph: the code sweeping through every digit's prototype
+# ------------------------------------------------------------------------------------------
+
+def morph_codes(prototypes, frames):
+    """prototypes (L, C) -> codes (frames, C) sweeping from prototype 0 to prototype L - 1.
+
+    Frame f sits at s = f * (L - 1) / (frames - 1) along the way: between labels k = floor(s)
+    and k + 1 it cross-fades linearly, (1 - t) * prototypes[k] + t * prototypes[k + 1], with
+    t = s - k.
     """
-    K = len(typical)
-    s = np.linspace(0, K - 1, frames)
-    k = np.minimum(np.floor(s).astype(int), K - 2)
-    t = s - k
-    codes = np.zeros((frames, K))
-    codes[np.arange(frames), k] = (1 - t) * typical[k]
-    codes[np.arange(frames), k + 1] = t * typical[k + 1]
-    return codes
+    L = len(prototypes)
+    s = np.linspace(0, L - 1, frames)
+    k = np.minimum(np.floor(s).astype(int), L - 2)
+    t = (s - k)[:, None]                                                # (frames, 1)
+    return (1 - t) * prototypes[k] + t * prototypes[k + 1]
 
 
-def write_morph(model, typical, path, frames=91, fps=12):
+def write_morph(model, prototypes, path, frames=91, fps=12):
     """Write a GIF: the decoded image and the code bars as the code sweeps from 0 to 9."""
-    codes = morph_codes(typical, frames)                         # (frames, K)
+    routing = model.routing
+    codes = morph_codes(prototypes, frames)                      # (frames, C)
     images = model.decode(codes).reshape(frames, SIDE, SIDE)     # every frame in one batch
-    K = len(typical)
-    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(4, 2), dpi=80,
+    C = routing.code_dim
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(4 + 0.04 * max(C - 10, 0), 2), dpi=80,
                                          gridspec_kw={"width_ratios": [1, 1.3]})
     shown = ax_img.imshow(images[0], cmap="gray", vmin=0, vmax=1)
     ax_img.set_axis_off()
-    bars = ax_bar.bar(range(K), codes[0], color="tab:orange")
-    ax_bar.set(xticks=range(K), ylim=(0, 1.05 * codes.max()), yticks=[])
+    bars = ax_bar.bar(range(C), codes[0], color=group_colours(routing))
+    positions, names = code_ticks(routing)
+    ax_bar.set(xticks=positions, xlim=(-0.6, C - 0.4), yticks=[],
+               ylim=(min(codes.min(), 0), 1.05 * max(codes.max(), 1e-6)))
+    ax_bar.set_xticklabels(names)
     ax_bar.tick_params(labelsize=7)
-    ax_bar.set_title("code z", fontsize=8)
+    ax_bar.set_title(f"code z ({routing.name})", fontsize=8)
     fig.tight_layout()
 
     def update(f):
@@ -198,9 +230,47 @@ class QuietSlider(Slider):
     drawon = False               # read by Slider.set_val, also inside Slider.__init__
 
 
+SLIDER_AREA = (0.02, 0.385)     # the slider columns share this span of the figure's width
+MAX_ROWS = 16                   # sliders per column at most; more dims take more columns
+
+
+def slider_columns(routing):
+    """-> lists of dims, one per column of sliders, each at most MAX_ROWS long: the routed dims
+    group after group (a group stays in one column when it fits), then the style dims in
+    columns of their own."""
+    def balanced(n):
+        """The rows per column that spread n sliders evenly over as few columns as will do."""
+        return math.ceil(n / math.ceil(n / MAX_ROWS)) if n else 0
+
+    columns, rows = [], balanced(routing.routed_dims)
+    column = []
+    for dims in routing.groups:
+        if column and len(column) + len(dims) > rows:
+            columns.append(column)
+            column = []
+        column += [int(d) for d in dims]
+        while len(column) > rows:                         # a group longer than a column
+            columns.append(column[:rows])
+            column = column[rows:]
+    columns += [column] if column else []
+    style = list(range(routing.routed_dims, routing.code_dim))
+    rows = balanced(len(style))
+    return columns + [style[i:i + rows] for i in range(0, len(style), rows or 1)]
+
+
+def slider_names(routing):
+    """-> C slider labels: a one-dim group's name ("3"), or group:index for a group of several
+    ("3:0", "3:1"; "0-4:15"), then s0, s1, ... for the style dims."""
+    names = [f"s{d - routing.routed_dims}" for d in range(routing.code_dim)]
+    for g, dims in enumerate(routing.groups):
+        for i, d in enumerate(dims):
+            names[d] = routing.group_names[g] if len(dims) == 1 else f"{routing.group_names[g]}:{i}"
+    return names
+
+
 MIN_STEP = 0.25                 # a stroke records a new point after this many pixels of travel
 PEN_STYLE = dict(color="white", solid_capstyle="round", solid_joinstyle="round")
-HINT = ("keys: r random test digit · 0-9 one digit at a typical value · "
+HINT = ("keys: r random test digit · 0-9 that digit's typical code · "
         "draw with the mouse in the black square")
 STYLE_HINT = ("keys: r random test digit · 0-9 same style, other digit · "
               "draw with the mouse in the black square")
@@ -210,24 +280,27 @@ class Demo:
     """The window and its callbacks. Every path ends in `redraw`, which shows
     model.decode(slider values) reshaped to 28 x 28, and the slider values as bars.
 
-    model: a VAE. images uint8 (N, 28, 28) and labels (N,): the test set, or None (then the
-    random-digit button does nothing and the sliders span 0..DEFAULT_MAX). rng: draws the random
-    test digits. fig: a figure to build in (from pyplot, so it can be shown), or None for a new one.
+    model: a VAE; its routing lays out the sliders and reads the code. images uint8 (N, 28, 28)
+    and labels (N,): the test set, or None (then the random-digit button does nothing and the
+    sliders span 0..DEFAULT_MAX). rng: draws the random test digits. fig: a figure to build in
+    (from pyplot, so it can be shown), or None for a new one.
     """
 
     def __init__(self, model, images=None, labels=None, rng=None, fig=None):
-        self.model = model
+        self.model, self.routing = model, model.routing
         self.K, self.S = model.config.latent, model.config.style
         self.images, self.labels = images, labels
         self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.lo, self.hi, self.typical = code_stats(model, images, labels)
+        self.lo, self.hi, self.prototypes = code_stats(model, images, labels)
+        self.colours = group_colours(self.routing)
         self.index = None            # which test image is shown, if any
         self.strokes = []            # the drawing: one list of (x, y) per pen-down
         self.pen_lines = []          # and the line that shows each stroke on the canvas
         self.pen_down = False
         self.drawn = None            # the drawing as the model sees it (SIDE, SIDE), once drawn
-        self.input_code = None       # the code of the input shown, and what the status line
-        self.input_text = ""         # says about it, while the sliders still hold that code
+        self.input_code = None       # the code of the input shown, the group the model reads
+        self.input_read = None       # off it, and what the status line says about it, while
+        self.input_text = ""         # the sliders still hold that code
         self.fig = fig if fig is not None else plt.figure(figsize=FIGSIZE)
         self._build_images()
         self._build_code_panel()
@@ -242,7 +315,7 @@ class Demo:
         if self.images is not None and len(self.images):
             self.show_random_digit()
         else:
-            self.one_hot(int(self.rng.integers(self.K)))
+            self.switch_to(int(self.rng.integers(self.routing.labels)))
 
     # ---------------------------------------------------------------- layout
     def _image_axes(self, left, title):
@@ -253,7 +326,7 @@ class Demo:
 
     def _build_images(self):
         blank = np.zeros((SIDE, SIDE))
-        self.fig.suptitle("Each slider is one latent dim; the decoder draws the digit",
+        self.fig.suptitle("Each slider is one code dim; the decoder draws the digit",
                           fontsize=13)
         self.input_ax = self._image_axes(0.40, "input")
         self.input_im = self.input_ax.imshow(blank, cmap="gray", vmin=0, vmax=1)
@@ -270,34 +343,47 @@ class Demo:
         self.status = self.fig.text(0.5875, 0.46, "", ha="center", fontsize=11)
 
     def _build_code_panel(self):
-        K, S = self.K, self.S
+        C = self.K + self.S
         self.bar_ax = self.fig.add_axes([0.42, 0.1, 0.56, 0.28])
-        self.bars = self.bar_ax.bar(range(K + S), np.zeros(K + S), color="tab:gray")
-        self.bar_ax.set(xticks=range(K + S), xlim=(-0.6, K + S - 0.4),
+        self.bars = self.bar_ax.bar(range(C), np.zeros(C), color=self.colours)
+        positions, names = code_ticks(self.routing)
+        self.bar_ax.set(xticks=positions, xlim=(-0.6, C - 0.4),
                         ylim=(min(self.lo.min(), 0), 1.05 * self.hi.max()))
-        self.bar_ax.set_xticklabels([str(k) for k in range(K)] + [f"s{s}" for s in range(S)])
-        title = "the code z, the decoder's input (largest digit dim in orange"
-        self.bar_ax.set_title(title + (", style dims in blue)" if S else ")"), fontsize=10)
+        self.bar_ax.set_xticklabels(names, fontsize=10 if C <= 20 else 8)
+        title = "the code z: a colour per routing group, the group read bright"
+        self.bar_ax.set_title(title + (", style dims grey" if self.S else ""), fontsize=10)
         self.bar_ax.axhline(0, color="black", linewidth=0.8)
 
     def _build_sliders(self):
-        K, S = self.K, self.S
-        self.sliders = []
-        if not S:                                           # ten sliders, as wide as the column
-            self.fig.text(0.19, 0.92, "code z: one slider per digit", ha="center", fontsize=11)
-            columns = [(range(K), 0.06, 0.26, "")]
-        else:                                               # digits left, style right
-            self.fig.text(0.10, 0.92, "digit dims", ha="center", fontsize=11)
-            self.fig.text(0.29, 0.92, "style dims", ha="center", fontsize=11)
-            columns = [(range(K), 0.04, 0.12, ""), (range(K, K + S), 0.23, 0.12, "s")]
-        step = min(0.06, 0.60 / max(K, S))
-        for dims, left, width, prefix in columns:
-            for row, k in enumerate(dims):
-                ax = self.fig.add_axes([left, 0.86 - row * step, width, 0.035 * step / 0.06])
-                name = f"{prefix}{k - dims[0]}" if prefix else str(k)
-                slider = QuietSlider(ax, name, self.lo[k], self.hi[k], valinit=0.0, valfmt="%.2f")
+        """One slider per code dim, in columns (slider_columns), coloured by routing group."""
+        columns, names = slider_columns(self.routing), slider_names(self.routing)
+        left, right = SLIDER_AREA
+        pitch = (right - left) / len(columns)                   # the width of one column
+        rows = max(len(c) for c in columns)
+        step = min(0.06, 0.62 / rows)                           # the height of one row
+        fontsize = 10 if rows <= 10 else 8
+        gap = 0.01                                              # between the knob and a text
+        label_room = gap + 0.0065 * max(map(len, names)) * fontsize / 10   # left of a slider
+        value_room = gap + 0.035 * fontsize / 10                # right of it: "1.23"
+        width = pitch - label_room - value_room                 # a slider's own width
+        routed_columns = sum(1 for c in columns if c[0] < self.K)
+        header = ("code z: one slider per digit" if len(self.routing.groups) == self.K else
+                  f"routed dims, {self.routing.name} (slider group:i)")
+        self.fig.text(left + pitch * routed_columns / 2, 0.92, header, ha="center", fontsize=11)
+        if self.S:
+            self.fig.text(left + pitch * (routed_columns + len(columns)) / 2, 0.92, "style dims",
+                          ha="center", fontsize=11)
+        self.sliders = [None] * (self.K + self.S)               # in dim order: slider d is dim d
+        for c, dims in enumerate(columns):
+            for row, d in enumerate(dims):
+                ax = self.fig.add_axes([left + c * pitch + label_room, 0.86 - row * step,
+                                        width, 0.035 * step / 0.06])
+                slider = QuietSlider(ax, names[d], self.lo[d], self.hi[d], valinit=0.0,
+                                     valfmt="%.2f", color=self.colours[d])
+                slider.label.set(fontsize=fontsize, x=-gap / width)     # texts clear of the knob
+                slider.valtext.set(fontsize=fontsize, x=1 + gap / width)
                 slider.on_changed(lambda _value: self.redraw())
-                self.sliders.append(slider)
+                self.sliders[d] = slider
 
     def _build_buttons(self):
         self.buttons = {}
@@ -319,49 +405,63 @@ class Demo:
 
     # ---------------------------------------------------------------- the code and the image
     def slider_values(self):
-        """-> (K + S,) the code the sliders show."""
+        """-> (C,) the code the sliders show."""
         return np.array([s.val for s in self.sliders])
+
+    def group_read(self, z):
+        """z (C,) a code -> the group the routing reads off it, or None if no routed dim is on."""
+        if z[:self.K].max() <= 0:
+            return None
+        return int(self.routing.read_group(z[None, :])[0])
+
+    def group_text(self, g):
+        """'digit 3' for a group of one digit, 'digits 0-4' for a group of several."""
+        one = len(self.routing.labels_of(g)) == 1
+        return f"digit{'' if one else 's'} {self.routing.group_names[g]}"
 
     def redraw(self):
         """Decode the slider values and show the image, the bars and the status line.
         Called on every change."""
-        z = self.slider_values()                                    # (K + S,)
+        z = self.slider_values()                                    # (C,)
         self.output_im.set_data(self.model.decode(z).reshape(SIDE, SIDE))
-        digits = z[:self.K]
-        top = int(np.argmax(digits)) if digits.max() > 0 else None  # nothing lit at zero
-        for k, (bar, value) in enumerate(zip(self.bars, z)):
+        # While the sliders hold the input's code, the group read is the model's answer for
+        # the input (read off mu); once they move, it is read off the sliders' code.
+        holds_input = self.input_code is not None and np.allclose(z, self.input_code, rtol=0,
+                                                                  atol=1e-6)
+        read = self.input_read if holds_input else self.group_read(z)
+        bright = set(self.routing.groups[read].tolist()) if read is not None else set()
+        for d, (bar, value) in enumerate(zip(self.bars, z)):
             bar.set_height(value)
-            bar.set_color("tab:orange" if k == top else "tab:gray" if k < self.K else "tab:blue")
-        self.status.set_text(self.status_text(z, top))
+            bar.set_alpha(1.0 if d >= self.K or d in bright else FADED)
+        self.status.set_text(self.input_text if holds_input else self.sliders_text(read))
         self.fig.canvas.draw_idle()     # draw when the GUI is next idle: drags never queue up
 
-    def status_text(self, z, top):
-        """The line under the images: about the input while the sliders hold its code, about
-        the sliders once they move."""
-        if self.input_code is not None and np.allclose(z, self.input_code, rtol=0, atol=1e-6):
-            return self.input_text
-        named = f"the sliders name digit {top}" if top is not None else "no digit dim is on"
-        return f"{named} (largest digit dim)"
+    def sliders_text(self, read):
+        """The line under the images once the sliders have moved: the group they read."""
+        if read is None:
+            return "no routed dim is on"
+        return f"the sliders read {self.group_text(read)} (largest group mean)"
 
     def set_code(self, z):
-        """Move every slider to z (K + S,), then redraw once (not once per slider)."""
+        """Move every slider to z (C,), then redraw once (not once per slider)."""
         for slider, value in zip(self.sliders, z):
-            slider.eventson = False     # set_val would otherwise call redraw K times
+            slider.eventson = False     # set_val would otherwise call redraw C times
             slider.set_val(float(value))
             slider.eventson = True
         self.redraw()
 
     def show_input(self, x, title, label=None):
         """x (D,) floats in [0, 1]: show it, encode it, and set the sliders to its code
-        (digit and style dims both)."""
+        (routed and style dims both)."""
         x = np.asarray(x, dtype=np.float32).reshape(1, -1)
-        mu = self.model.encode(x)                    # (1, K + S) the encoder mean
-        predicted = int(np.argmax(mu[0, :self.K]))   # argmax of mu over the digit dims
+        mu = self.model.encode(x)                                # (1, C) the encoder mean
+        self.input_read = int(self.routing.read_group(mu)[0])    # the model's answer
         self.input_im.set_data(x.reshape(SIDE, SIDE))
         self.input_ax.set_title(title, fontsize=10)
         truth = f"true {label} · " if label is not None else ""
-        self.input_text = f"{truth}predicted {predicted} (argmax of the encoder mean)"
-        self.input_code = self.model.code_of_mean(mu)[0]   # what the decoder reads, (K + S,)
+        self.input_text = (f"{truth}predicted {self.group_text(self.input_read)} (largest "
+                           f"group mean of mu)")
+        self.input_code = self.model.code_of_mean(mu)[0]         # what the decoder reads, (C,)
         self.set_code(self.input_code)
 
     # ---------------------------------------------------------------- buttons and keys
@@ -379,17 +479,18 @@ class Demo:
         """All sliders to zero: the code of "no digit"."""
         self.set_code(np.zeros(len(self.sliders)))
 
-    def one_hot(self, k):
-        """Same style, other digit: of the digit dims only dim k is on, at the typical value of
-        digit k; the style dims keep their values (with no style dims: a one-hot code)."""
-        self.set_code(with_digit(self.slider_values(), k, self.typical, self.K)[0])
+    def switch_to(self, label):
+        """Same style, other digit: every group cleared, label's group set to its prototype,
+        the style dims kept (`Routing.switch`)."""
+        self.set_code(self.routing.switch(self.slider_values(), label, self.prototypes)[0])
 
     def on_key(self, event):
-        """Key r: a random test digit. Keys 0-9: digit k, in the current style."""
+        """Key r: a random test digit. Keys 0-9: that digit, in the current style."""
         if event.key == "r":
             self.show_random_digit()
-        elif event.key is not None and event.key.isdigit() and int(event.key) < self.K:
-            self.one_hot(int(event.key))
+        elif event.key is not None and event.key.isdigit() \
+                and int(event.key) < self.routing.labels:
+            self.switch_to(int(event.key))
 
     # ---------------------------------------------------------------- drawing
     def on_press(self, event):

@@ -1,19 +1,22 @@
-"""Figures of a trained run: latent traversals, the confusion matrix, training curves, analogies.
+"""Figures of a trained run: traversals, the confusion matrix, training curves, analogies.
 
-    python -m gr_numpy.figures --run runs/default [--compare runs/no-routing] [--out DIR]
+    python -m gr_numpy.tools.figures --checkpoint runs/default [--compare RUN] [--out DIR]
 
 `write_run_figures` is what train.py calls after training; the command line redraws a finished
-run's figures from its checkpoint.npz and metrics.json. With --compare it also draws
-routing_vs_plain.png: the same traversal for a routed and an unrouted model side by side. With
-routing, latent dim k draws digit k; without, the dims mean nothing in particular. A model with
-style dims also gets analogies.png: test images, each redrawn in its own style as every digit.
+run's figures from its checkpoint.npz and the metrics.json beside it. Every figure reads the
+code through the model's routing: the traversal has one row per routing group (one per digit,
+or the halves "0-4" and "5-9"), the confusion matrix has one column per group, and with routing
+a group's dims draw its digits; without, the dims mean nothing in particular. With --compare it
+also draws routing_vs_plain.png: the same traversal for a routed and an unrouted model side by
+side. A model with style dims also gets analogies.png: test images, each redrawn in its own
+style as every digit (`Routing.switch`).
 
 Figures are drawn on a `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
 importing this module changes no global matplotlib state and needs no display.
-Glossary: N images, D pixels (784), K digit dims (10), S style dims, T steps along a traversal.
+Glossary: N images, D pixels (784), C code dims (K routed, then S style), G routing groups,
+L labels (10 digits), T steps along a traversal.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,14 +26,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .checkpoint import CheckpointError, load_model
-from .cli import DEFAULT_RUN, METRICS_NAME, OneLineParser, add_data_dir, checkpoint_in, fail
-from .cli import output_dir
-from ..codes import typical_levels, with_digit
 from ..data import DataError, load_mnist, to_rows
+from .checkpoint import CheckpointError, checkpoint_file, load_model
+from .cli import METRICS_NAME, OneLineParser, add_checkpoint, add_data_dir, fail, output_dir
 from .files import write_atomically
 
-TRAVERSAL_STEPS = 8          # T: columns of a traversal, from 0 to the dim's high value
+PROG = "python -m gr_numpy.tools.figures"
+TRAVERSAL_STEPS = 8          # T: columns of a traversal, from 0 to the group's high values
 HIGH_PERCENTILE = 99         # a dim's "high value" is this percentile of its test codes
 LOW_PERCENTILE = 1           # and a style dim's low value this one
 
@@ -59,130 +61,152 @@ def _tile(images, side=28):
 
 # ---------------------------------------------------------------------------- traversal
 def high_values(model, x, codes=None):
-    """x (N, D) -> (K,): the HIGH_PERCENTILE-th percentile of each digit dim of model.code(x).
+    """x (N, D) -> (K,): the HIGH_PERCENTILE-th percentile of each routed dim of model.code(x).
 
     The far end of each traversal. A dim whose percentile is not positive (a dim that is almost
     never on) gets 1.0 instead, so its row still moves away from the all-zero code. Pass codes
-    (N, K + S) = model.code(x) when you have them, to skip encoding x again.
+    (N, C) = model.code(x) when you have them, to skip encoding x again.
     """
     codes = model.code(x) if codes is None else codes
-    digit = codes[:, :model.config.latent].astype(np.float64)           # (N, K)
-    high = np.percentile(digit, HIGH_PERCENTILE, axis=0)                # (K,)
+    routed = codes[:, :model.config.latent].astype(np.float64)          # (N, K)
+    high = np.percentile(routed, HIGH_PERCENTILE, axis=0)               # (K,)
     return np.where(high > 0, high, 1.0)
 
 
 def traversal(model, high, steps=TRAVERSAL_STEPS):
-    """high (K,) -> images (K, T, D): row k decodes z = t * e_k for t = 0 .. high[k], others 0
-    (style dims too: 0 is their prior's mean, the "average hand")."""
-    K, C = model.config.latent, model.config.code_dim
-    z = np.zeros((K, steps, C))                                   # (K, T, K + S)
-    for k in range(K):
-        z[k, :, k] = np.linspace(0.0, high[k], steps)             # row k: dim k from 0 to high
-    return model.decode(z.reshape(K * steps, C)).reshape(K, steps, -1)
+    """high (K,) -> images (G, T, D): row g decodes t * high on group g's dims, t from 0 to 1,
+    every other dim 0 (style dims too: 0 is their prior's mean, the "average hand")."""
+    routing, C = model.routing, model.config.code_dim
+    G = len(routing.groups)
+    t = np.linspace(0.0, 1.0, steps)[:, None]                     # (T, 1)
+    z = np.zeros((G, steps, C))                                   # (G, T, C)
+    for g, dims in enumerate(routing.groups):
+        z[g][:, dims] = t * high[dims]                            # row g: its dims together
+    return model.decode(z.reshape(G * steps, C)).reshape(G, steps, -1)
 
 
-def style_traversal(model, x, levels, steps=TRAVERSAL_STEPS, codes=None):
-    """x (N, D), levels (K,) -> images (S, T, D), low (S,), high (S,): row s decodes digit
-    s mod K at its level with style dim s swept from its LOW_ to its HIGH_PERCENTILE on x,
-    the other style dims 0. codes: model.code(x), if already computed."""
+def group_high(routing, high):
+    """high (K,) -> (G,): the mean of each group's high values, the group's score at the far
+    end of its traversal row (`Routing.group_scores` of that code)."""
+    return np.array([high[dims].mean() for dims in routing.groups])
+
+
+def style_traversal(model, x, prototypes, steps=TRAVERSAL_STEPS, codes=None):
+    """x (N, D), prototypes (L, C) -> images (S, T, D), low (S,), high (S,): row s decodes the
+    prototype of digit s mod L with style dim s swept from its LOW_ to its HIGH_PERCENTILE on
+    x, the other style dims 0. codes: model.code(x), if already computed."""
     K, S, C = model.config.latent, model.config.style, model.config.code_dim
+    L = len(prototypes)
     codes = model.code(x) if codes is None else codes
     style = codes[:, K:].astype(np.float64)                       # (N, S)
     low = np.percentile(style, LOW_PERCENTILE, axis=0)
     high = np.percentile(style, HIGH_PERCENTILE, axis=0)
-    z = np.zeros((S, steps, C))                                   # (S, T, K + S)
+    z = np.zeros((S, steps, C))                                   # (S, T, C)
     for s in range(S):
-        z[s, :, s % K] = levels[s % K]
+        z[s] = prototypes[s % L]                                  # its style dims are 0
         z[s, :, K + s] = np.linspace(low[s], high[s], steps)
     return model.decode(z.reshape(S * steps, C)).reshape(S, steps, -1), low, high
 
 
-def draw_traversal(ax, images, high, title, names=None, low_text="0"):
-    """Draw a (R, T, D) traversal on ax: one row per dim, its high value at the right."""
+def draw_traversal(ax, images, ends, title, names, low_text="0", xlabel="value (others 0)"):
+    """Draw a (R, T, D) traversal on ax: one named row each, its far-end value at the right."""
     R, T, _ = images.shape
     ax.imshow(_tile(images), cmap="gray", vmin=0, vmax=1)
     ax.set_yticks(np.arange(R) * 28 + 14)
-    ax.set_yticklabels(names or [f"dim {k}" for k in range(R)])
+    ax.set_yticklabels(names)
     ax.set_xticks([14, (T - 1) * 28 + 14])
     ax.set_xticklabels([low_text, "high"])
-    ax.set_xlabel("value of the dim (others 0)")
+    ax.set_xlabel(xlabel)
     for k in range(R):
-        ax.text(T * 28 + 4, k * 28 + 14, f"{high[k]:.1f}", va="center", fontsize=7)
+        ax.text(T * 28 + 4, k * 28 + 14, f"{ends[k]:.1f}", va="center", fontsize=7)
     ax.set_title(title, fontsize=10)
 
 
-def plot_traversal(model, x, path, levels=None, codes=None):
-    """traversal.png: row k decodes dim k swept from 0 up to its high value on x. With style
-    dims, a second panel sweeps each style dim (low to high) under one digit at levels (K,).
-    codes: model.code(x), if already computed."""
+def plot_traversal(model, x, path, prototypes, codes=None):
+    """traversal.png: row g decodes group g's dims swept together from 0 up to their high
+    values on x. With style dims, a second panel sweeps each style dim (low to high) under one
+    digit's prototype, prototypes (L, C). codes: model.code(x), if already computed."""
+    routing = model.routing
     codes = model.code(x) if codes is None else codes
     high = high_values(model, x, codes)
-    K, S = model.config.latent, model.config.style
-    fig = new_figure(figsize=(5.2 * (2 if S else 1), 6.4))
+    G, S = len(routing.groups), model.config.style
+    fig = new_figure(figsize=(5.2 * (2 if S else 1), 1.2 + 0.52 * max(G, S, 4)))
     ax = fig.add_subplot(1, 2 if S else 1, 1)
-    draw_traversal(ax, traversal(model, high), high,
-                   f"Latent traversal (right column: {HIGH_PERCENTILE}th pct. of test codes)")
+    draw_traversal(ax, traversal(model, high), group_high(routing, high),
+                   f"Each routing group's dims, 0 to their {HIGH_PERCENTILE}th pct.\n"
+                   f"of test codes (right: the group's mean there)",
+                   names=[f"group {name}" for name in routing.group_names],
+                   xlabel="value of the group's dims (others 0)")
     if S:
-        levels = high if levels is None else levels
-        images, low, style_high = style_traversal(model, x, levels, codes=codes)
+        images, low, style_high = style_traversal(model, x, prototypes, codes=codes)
         draw_traversal(fig.add_subplot(1, 2, 2), images, style_high,
                        f"Style dims, {LOW_PERCENTILE}st to {HIGH_PERCENTILE}th pct. of test codes",
-                       names=[f"style {s} (on {s % K})" for s in range(S)], low_text="low")
+                       names=[f"style {s} (on {s % routing.labels})" for s in range(S)],
+                       low_text="low", xlabel="value of the style dim (others 0)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def padded(high, routing):
+    """high (K,) -> (C,): the routed dims' high values, then 0 on the style dims."""
+    return np.concatenate([high, np.zeros(routing.free_dims)])
 
 
 # ---------------------------------------------------------------------------- analogies
-def analogies(model, x, levels):
-    """x (R, D), levels (K,) -> images (R, K, D): row r is x[r]'s style decoded as each digit,
-    the digit dims set to levels[d] * one-hot(d) and the style dims left as x[r] has them."""
-    K = model.config.latent
-    codes = model.code(x)                                           # (R, K + S)
-    return np.stack([model.decode(with_digit(codes, d, levels, K)) for d in range(K)], axis=1)
+def analogies(model, x, prototypes):
+    """x (R, D), prototypes (L, C) -> images (R, L, D): row r is x[r]'s style decoded as each
+    digit, by `Routing.switch`: every group cleared, the digit's group set to its prototype,
+    the style dims left as x[r] has them."""
+    routing = model.routing
+    codes = model.code(x)                                           # (R, C)
+    return np.stack([model.decode(routing.switch(codes, label, prototypes))
+                     for label in range(routing.labels)], axis=1)
 
 
-def plot_analogies(model, x, levels, path):
-    """analogies.png: each row a test image, then its style decoded as each digit 0..K-1."""
-    images = analogies(model, x, levels)                            # (R, K, D)
-    R, K, _ = images.shape
-    grid = np.concatenate([x[:, None, :], images], axis=1)          # (R, 1 + K, D)
-    fig = new_figure(figsize=(0.55 * (K + 1) + 0.6, 0.55 * R + 1.0))
+def plot_analogies(model, x, prototypes, path):
+    """analogies.png: each row a test image, then its style decoded as each digit 0..L-1."""
+    images = analogies(model, x, prototypes)                        # (R, L, D)
+    R, L, _ = images.shape
+    grid = np.concatenate([x[:, None, :], images], axis=1)          # (R, 1 + L, D)
+    fig = new_figure(figsize=(0.55 * (L + 1) + 0.6, 0.55 * R + 1.0))
     ax = fig.add_subplot()
     ax.imshow(_tile(grid), cmap="gray", vmin=0, vmax=1)
     ax.axvline(28 - 0.5, color="tab:orange", linewidth=2)
-    ax.set_xticks(np.arange(K + 1) * 28 + 14)
-    ax.set_xticklabels(["test"] + [str(d) for d in range(K)], fontsize=8)
+    ax.set_xticks(np.arange(L + 1) * 28 + 14)
+    ax.set_xticklabels(["test"] + [str(d) for d in range(L)], fontsize=8)
     ax.set_yticks([])
-    ax.set_title("Same style, other digit: a test image, then its style dims\n"
-                 "decoded with each digit dim on (no label loss anywhere)", fontsize=9)
+    ax.set_title("Same style, other digit: a test image, then its style dims decoded\n"
+                 "with each digit's typical code (no label loss anywhere)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def analogy_rows(labels, per_digit=1):
+def analogy_rows(labels, per_digit=1, digits=10):
     """labels (N,) -> indices of the first `per_digit` images of each digit 0..9, digit order."""
     labels = np.asarray(labels)
-    return np.concatenate([np.flatnonzero(labels == d)[:per_digit] for d in range(10)])
+    return np.concatenate([np.flatnonzero(labels == d)[:per_digit] for d in range(digits)])
 
 
 # ---------------------------------------------------------------------------- confusion
-def plot_confusion(confusion, acc, path):
-    """confusion.png: confusion (10, K) counts, rows = true digit 0..9, columns = argmax of mu."""
+def plot_confusion(confusion, acc, path, groups):
+    """confusion.png: confusion (L, G) counts, rows = true digit 0..9, columns = the routing
+    group read off mu (named by groups, G names)."""
     confusion = np.asarray(confusion)
     R, C = confusion.shape
-    fig = new_figure(figsize=(6.4, 5.6))
+    fig = new_figure(figsize=(max(4.6, 1.8 + 0.48 * C), 5.6))
     ax = fig.add_subplot()
-    image = ax.imshow(confusion, cmap="Blues")
+    image = ax.imshow(confusion, cmap="Blues", aspect="auto")
     top = confusion.max() if confusion.size else 0
     for r in range(R):
         for c in range(C):
             ax.text(c, r, str(confusion[r, c]), ha="center", va="center", fontsize=7,
                     color="white" if confusion[r, c] > 0.5 * top else "black")
     ax.set_xticks(range(C))
+    ax.set_xticklabels(groups)
     ax.set_yticks(range(R))
-    ax.set_xlabel("predicted: argmax of the encoder mean mu")
+    ax.set_xlabel("group read: the largest mean of mu over its dims")
     ax.set_ylabel("true digit")
-    ax.set_title(f"Test confusion matrix (accuracy {100 * acc:.2f}%)", fontsize=10)
+    ax.set_title(f"Test confusion matrix\n(accuracy {100 * acc:.2f}%)", fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8, label="images")
     fig.tight_layout()
     return save_figure(fig, path)
@@ -205,7 +229,7 @@ def plot_curves(history, path):
         axes[2].plot([e for e, _ in val], [100 * a for _, a in val], "o-", color="tab:red")
     else:
         axes[2].text(0.5, 0.5, "no validation split", ha="center", transform=axes[2].transAxes)
-    axes[2].set_title("validation accuracy (argmax of mu), %", fontsize=10)
+    axes[2].set_title("validation accuracy (group read off mu), %", fontsize=10)
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -219,65 +243,72 @@ def write_run_figures(model, test_images, test_labels, test_metrics, history, ou
     out_dir -> their paths.
 
     test_images uint8 (N, 28, 28) with test_labels (N,); test_metrics as `training.evaluate`
-    returns it (needs "confusion" and "acc"); history: one dict per epoch (epoch, loss, recon,
-    kl, val_acc). The labels pick one analogy row per digit and, as in the demo, each digit
-    dim's typical value (its median over the images of that digit).
+    returns it (needs "confusion" and "acc"; "groups" names the columns, else the routing's
+    group names); history: one dict per epoch (epoch, loss, recon, kl, val_acc). The labels
+    pick one analogy row per digit and, as in the demo, each digit's prototype
+    (`Routing.prototypes`: its median code over the images of that digit).
     """
-    out_dir = Path(out_dir)
+    out_dir, routing = Path(out_dir), model.routing
     x = to_rows(test_images)                                      # (N, D)
-    K = model.config.latent
-    codes = model.code(x)                                         # (N, K + S), encoded once
-    levels = typical_levels(codes, test_labels, K, fallback=high_values(model, x, codes))
-    paths = [plot_traversal(model, x, out_dir / "traversal.png", levels, codes),
+    codes = model.code(x)                                         # (N, C), encoded once
+    high = high_values(model, x, codes)
+    prototypes = routing.prototypes(codes, test_labels, fallback=padded(high, routing))
+    groups = test_metrics.get("groups", routing.group_names)
+    paths = [plot_traversal(model, x, out_dir / "traversal.png", prototypes, codes),
              plot_confusion(test_metrics["confusion"], test_metrics["acc"],
-                            out_dir / "confusion.png"),
+                            out_dir / "confusion.png", groups),
              plot_curves(history, out_dir / "curves.png")]
     if model.config.style:
-        rows = analogy_rows(test_labels)
-        paths.append(plot_analogies(model, x[rows], levels, out_dir / "analogies.png"))
+        rows = analogy_rows(test_labels, digits=routing.labels)
+        paths.append(plot_analogies(model, x[rows], prototypes, out_dir / "analogies.png"))
     return paths
 
 
 # ---------------------------------------------------------------------------- comparison
 def plot_routing_vs_plain(runs, x, path):
-    """routing_vs_plain.png: for each (name, model, test_acc) in runs, a one-hot strip on top
-    (dim k alone at its high value: with routing it draws digit k) and the traversal below."""
-    fig = new_figure(figsize=(5.2 * len(runs), 8.0))
-    grid = fig.add_gridspec(2, len(runs), height_ratios=[1.1, 10])
+    """routing_vs_plain.png: for each (name, model, test_acc) in runs, a strip on top (each
+    routing group's dims at their high values: with routing, group g draws its digits) and the
+    traversal of each group below."""
+    rows = max(len(model.routing.groups) for _, model, _ in runs)
+    fig = new_figure(figsize=(5.2 * len(runs), 2.2 + 0.58 * max(rows, 4)))
+    grid = fig.add_gridspec(2, len(runs), height_ratios=[1.1, max(rows, 4)])
     for i, (name, model, acc) in enumerate(runs):
+        routing = model.routing
         high = high_values(model, x)
-        images = traversal(model, high)                            # (K, S, D)
-        K = images.shape[0]
+        images = traversal(model, high)                            # (G, T, D)
+        G = images.shape[0]
         strip = fig.add_subplot(grid[0, i])
         strip.imshow(_tile(images[None, :, -1]), cmap="gray", vmin=0, vmax=1)
-        strip.set_xticks(np.arange(K) * 28 + 14)
-        strip.set_xticklabels([str(k) for k in range(K)], fontsize=7)
+        strip.set_xticks(np.arange(G) * 28 + 14)
+        strip.set_xticklabels(routing.group_names, fontsize=7)
         strip.set_yticks([])
         strip.set_title(f"{name}: test accuracy {100 * acc:.2f}%\n"
-                        f"decode(high * one-hot(k)), k = 0..{K - 1}", fontsize=10)
-        draw_traversal(fig.add_subplot(grid[1, i]), images, high, "traversal of each dim")
+                        f"each group's dims at their high values", fontsize=10)
+        draw_traversal(fig.add_subplot(grid[1, i]), images, group_high(routing, high),
+                       "traversal of each group",
+                       names=[f"group {name}" for name in routing.group_names],
+                       xlabel="value of the group's dims (others 0)")
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- command line
 def build_parser():
-    p = OneLineParser(prog="python -m gr_numpy.figures", description=__doc__.splitlines()[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--run", default=DEFAULT_RUN,
-                   help="run folder holding checkpoint.npz and metrics.json (from train.py)")
-    p.add_argument("--compare", metavar="RUN",
-                   help="a second run folder, trained with --no-routing: also draw "
-                        "routing_vs_plain.png")
-    p.add_argument("--out", help="folder for the PNGs (default: the --run folder)")
+    p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_checkpoint(p)
+    p.add_argument("--compare", metavar="PATH",
+                   help="a second run, folder or checkpoint.npz, e.g. one trained with "
+                        "--no-routing: also draw routing_vs_plain.png")
+    p.add_argument("--out", help="folder for the PNGs (default: the --checkpoint's folder)")
     add_data_dir(p)
     return p
 
 
-def load_run(run_dir):
-    """A run folder -> (model, metrics dict). Raises CheckpointError or ValueError (one line)."""
-    model = load_model(checkpoint_in(run_dir))
-    metrics_path = Path(run_dir) / METRICS_NAME
+def load_run(path):
+    """A run folder or its checkpoint.npz -> (model, metrics dict), the metrics from the
+    metrics.json beside the checkpoint. Raises CheckpointError or ValueError (one line)."""
+    model = load_model(path)
+    metrics_path = checkpoint_file(path).parent / METRICS_NAME
     try:
         metrics = json.loads(metrics_path.read_text())
     except FileNotFoundError:
@@ -292,37 +323,41 @@ def load_run(run_dir):
     return model, metrics
 
 
-def run_title(run_dir, metrics):
-    """'default (routed)' or 'no-routing (plain VAE)': the folder's name and its routing flag."""
-    routed = metrics.get("train", {}).get("routing")
-    kind = {True: "routed", False: "plain VAE", None: "routing unknown"}[routed]
-    return f"{Path(run_dir).name} ({kind})"
+def run_title(path, metrics, routing):
+    """'default (one-per-digit, routed)' or 'no-routing (halves, plain VAE)': the run folder's
+    name, its routing, and whether training applied it."""
+    train = metrics.get("train", {})
+    routed = train.get("routed", train.get("routing"))        # older runs called it "routing"
+    kind = {True: "routed", False: "plain VAE"}.get(routed, "routing unknown")
+    return f"{checkpoint_file(path).parent.resolve().name} ({routing.name}, {kind})"
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    prog = "python -m gr_numpy.figures"
-    if not Path(args.run).is_dir():
-        fail(prog, f"--run {args.run} is not a run folder; train one with `python train.py`")
-    output_dir(prog, "--out", args.out or args.run)
-
     try:
-        model, metrics = load_run(args.run)
+        model, metrics = load_run(args.checkpoint)
         other = load_run(args.compare) if args.compare else None
-        test_images, test_labels = load_mnist("test", args.data_dir)
-    except (CheckpointError, DataError, ValueError) as e:
-        fail(prog, str(e))
-    out = Path(args.out or args.run)
+    except (CheckpointError, ValueError) as e:
+        fail(PROG, str(e))
+    out = Path(args.out) if args.out else checkpoint_file(args.checkpoint).parent
+    output_dir(PROG, "--out", str(out))
     try:
-        test = {"confusion": metrics["confusion"], "acc": metrics["test_acc"]}
+        test_images, test_labels = load_mnist("test", args.data_dir)
+    except DataError as e:
+        fail(PROG, str(e))
+    try:
+        test = {"confusion": metrics["confusion"], "acc": metrics["test_acc"],
+                "groups": metrics.get("groups", model.routing.group_names)}
         paths = write_run_figures(model, test_images, test_labels, test, metrics["history"], out)
         if other is not None:
-            runs = [(run_title(args.run, metrics), model, metrics["test_acc"]),
-                    (run_title(args.compare, other[1]), other[0], other[1]["test_acc"])]
+            runs = [(run_title(args.checkpoint, metrics, model.routing), model,
+                     metrics["test_acc"]),
+                    (run_title(args.compare, other[1], other[0].routing), other[0],
+                     other[1]["test_acc"])]
             paths.append(plot_routing_vs_plain(runs, to_rows(test_images),
                                                out / "routing_vs_plain.png"))
     except OSError as e:
-        fail(prog, f"cannot write figures to {out}: {e.strerror or e}")
+        fail(PROG, f"cannot write figures to {out}: {e.strerror or e}")
     for path in paths:
         print(f"figure | {path}")
     return 0
