@@ -124,8 +124,9 @@ def test_style_model_shapes_code_and_read_out(style_model):
         style_model.loss_and_grads(x, eps=np.zeros((50, 4)))
 
 
-def test_all_zero_digit_code_decodes_to_blank_whatever_the_style(style_model):
-    """Bias-free hidden layers and the product input: style alone cannot draw anything."""
+def test_all_zero_digit_code_decodes_to_one_picture_whatever_the_style(style_model):
+    """The product input makes the output independent of style when z_d = 0; the bias-free
+    hidden layers make that one picture sigmoid(b_out), a faint digit-less blur."""
     rng = np.random.default_rng(2)
     codes = np.concatenate([np.zeros((5, 4)), rng.normal(scale=5, size=(5, 3))], axis=1)
     blank = 1 / (1 + np.exp(-style_model.params["out.b"].astype(np.float64)))

@@ -311,7 +311,7 @@ class Demo:
 
     def open(self):
         """Start on a random test digit (or, with no test set, a random digit's typical code),
-        never on the all-zero code, which decodes to an empty grey square."""
+        never on the all-zero code, which decodes to a faint digit-less blur."""
         if self.images is not None and len(self.images):
             self.show_random_digit()
         else:
