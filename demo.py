@@ -4,8 +4,10 @@ One slider per code dim, grouped by the model's routing (one per digit, two per 
 halves 0-4 and 5-9; then the style dims, if any), sets the code z and the decoder draws it at
 once; it opens on a random test digit's code and reconstruction; draw your own digit with the
 mouse, or press 0-9 to redraw the current style as another digit. With --save or --morph it
-writes files instead of opening a window (works without a screen). The window itself is built
-in gr_numpy/tools/demo_app.py; this file only reads the flags, the checkpoint and the data.
+writes files instead of opening a window (works without a screen); with --html, one web page
+that does all this in any browser, to share the model. The window is built in
+gr_numpy/tools/demo_app.py, the page in gr_numpy/tools/webpage.py; this file only reads the
+flags, the checkpoint and the data.
 """
 
 import os
@@ -29,6 +31,10 @@ def build_parser():
     p.add_argument("--morph", metavar="GIF",
                    help="write a GIF of the code sweeping through every digit's typical code, "
                         "0 to 9, and exit")
+    p.add_argument("--html", metavar="FILE",
+                   help="write the demo as one self-contained web page (weights, 300 test "
+                        "digits and the forward pass in plain JavaScript; opens from disk or "
+                        "any static host) and exit")
     p.add_argument("--morph-frames", type=int_in(2, 10_000), default=91,
                    help="frames in the --morph animation (default: 91, ten per step from one "
                         "digit to the next)")
@@ -55,6 +61,8 @@ def check_outputs(args):
             fail(f"--save {args.save}: matplotlib cannot write "
                  f"{'.' + extension if extension else 'a file without an extension'}; "
                  f"end the name in one of {', '.join('.' + f for f in sorted(formats))}")
+    if args.html:
+        cli.output_file(PROG, "--html", args.html)
     if args.morph:
         cli.output_file(PROG, "--morph", args.morph)
         if not args.morph.lower().endswith(".gif"):
@@ -92,10 +100,26 @@ def open_window_figure():
     return fig
 
 
+def write_html(path, model, images, labels, seed):
+    """Write the web page and say what it holds: its size, and its weights' read-out and MSE
+    on the embedded digits against the checkpoint's (they are stored in 8 bits)."""
+    from gr_numpy.tools.demo_app import code_stats, slider_names
+    from gr_numpy.tools.webpage import IMAGES, agreement, pick_images, write_page
+
+    lo, hi, prototypes = code_stats(model, images, labels)     # as the window has them
+    chosen = pick_images(images, labels, IMAGES // 10, seed)
+    size = write_page(path, model, images[chosen], labels[chosen], lo, hi, prototypes,
+                      slider_names(model.routing))
+    scores = agreement(model, images[chosen], labels[chosen])
+    (acc, mse), (page_acc, page_mse) = scores["checkpoint"], scores["page"]
+    print(f"wrote {path} ({size / 1e6:.2f} MB, {len(chosen)} test digits) | on those digits: "
+          f"read-out {page_acc:.2f}% (checkpoint {acc:.2f}%), MSE {page_mse:.5f} ({mse:.5f})")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_outputs(args)                         # the cheap checks first: a mistake costs nothing
-    interactive = not (args.save or args.morph)
+    interactive = not (args.save or args.morph or args.html)
     import matplotlib
     if not interactive:
         matplotlib.use("Agg")     # files only: never touch the screen, even if there is one
@@ -116,6 +140,15 @@ def main(argv=None):
     from gr_numpy.tools.demo_app import Demo, write_morph
 
     images, labels = load_test_set(args.data_dir)
+    if args.html:
+        if images is None:
+            fail("--html embeds test digits: fetch MNIST first with `python -m gr_numpy.data`")
+        try:
+            write_html(args.html, model, images, labels, args.seed)
+        except OSError as e:
+            fail(f"cannot write {e.filename or args.html}: {e.strerror or e}")
+        if not (args.save or args.morph):
+            return 0
     demo = Demo(model, images, labels, rng=np.random.default_rng(args.seed), fig=fig)
 
     try:
