@@ -139,16 +139,19 @@ def main(argv=None):
 
     from gr_numpy.tools.demo_app import Demo, write_morph
 
-    images, labels = load_test_set(args.data_dir)
     if args.html:
-        if images is None:
-            fail("--html embeds test digits: fetch MNIST first with `python -m gr_numpy.data`")
+        from gr_numpy.data import DataError, load_mnist
+        try:
+            images, labels = load_mnist("test", args.data_dir, fetch=False)
+        except DataError as e:
+            fail(f"--html embeds test digits, and {e}")
         try:
             write_html(args.html, model, images, labels, args.seed)
         except OSError as e:
             fail(f"cannot write {e.filename or args.html}: {e.strerror or e}")
         if not (args.save or args.morph):
             return 0
+    images, labels = load_test_set(args.data_dir)
     demo = Demo(model, images, labels, rng=np.random.default_rng(args.seed), fig=fig)
 
     try:

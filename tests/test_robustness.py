@@ -143,6 +143,9 @@ BAD = [
     ("demo", "--checkpoint {run}/checkpoint.npz --morph {file}/x.gif", "is a file, not a folder"),
     ("demo", "--checkpoint {run} --save {root}/x.txt", "matplotlib cannot write .txt"),
     ("demo", "--checkpoint {run} --morph {root}/x.png", "the animation is written as a GIF"),
+    ("demo", "--checkpoint {run} --html {missing}/x.html", "does not exist"),
+    ("demo", "--checkpoint {run} --html {dir}", "is a folder"),
+    ("demo", "--checkpoint {run} --html {root}/x.html --data-dir {dir}", "--html embeds test digits, and"),
     # the other tools
     ("inspector", "--batch-size 0", "--batch-size: must be from 1"),
     ("inspector", "--seed -1", "--seed: must be from 0"),
