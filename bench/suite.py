@@ -15,7 +15,9 @@ What it measures (float32, as the model trains):
             its share of the matmul roofline: the FLOPs of the step's products at the best
             product rate this run measured, over the step's time.
   epoch     seconds per epoch of `Trainer` on MNIST (55k images, plus validation on 5k), and the
-            peak resident memory of that run (each in a fresh process).
+            peak resident memory of that run (each in a fresh process); when PyTorch is
+            installed, the same recipe's epoch in PyTorch (bench/torch_recipe.py: eager, fused
+            Adam, torch.compile), in the same rotation, on as many threads.
   start-up  seconds from launching Python to the end of the first training step: NumPy backend,
             Numba with a cold compile cache (an empty NUMBA_CACHE_DIR), Numba with a warm one.
 
@@ -331,6 +333,11 @@ def child(args):
                                         .astype(np.float32))
         opt.step(model.params, grads, 1e-3)
         result["seconds"] = time.time() - t_start
+    elif args.backend.startswith("torch-"):                    # the same epoch in PyTorch
+        from bench.torch_recipe import run_epoch
+        import numba
+        result.update(run_epoch(args.backend[len("torch-"):], args.preset,
+                                threads=numba.config.NUMBA_NUM_THREADS))
     else:                                                      # one epoch of Trainer on MNIST
         from gr_numpy.data import load_mnist, train_val_split
         from gr_numpy.training import TrainConfig, Trainer
@@ -370,19 +377,35 @@ def in_fresh_process(kind, backend, preset, env=None):
 
 
 def bench_epochs(presets, repeats):
+    """Each repeat runs every library once, in turn (numba, numpy, then PyTorch's variants when
+    it is installed), each in a fresh process: a slow spell of the machine hits all of them."""
+    from bench.torch_recipe import VARIANTS, torch_available
+
+    libraries = ["numba", "numpy"] + ([f"torch-{v}" for v in VARIANTS] if torch_available() else [])
+    if not torch_available():
+        print("  PyTorch: not installed (pip install torch to time the same recipe in it)",
+              flush=True)
     rows = []
     for preset in presets:
-        results = {"numba": [], "numpy": []}
+        results = {lib: [] for lib in libraries}
         for _ in range(repeats):
-            for backend in results:
-                results[backend].append(in_fresh_process("epoch", backend, preset))
+            for lib in results:
+                results[lib].append(in_fresh_process("epoch", lib, preset))
         seconds = {lib: spread([r["seconds"] for r in rs]) for lib, rs in results.items()}
         rss = {lib: spread([r["peak_rss_mb"] for r in rs]) for lib, rs in results.items()}
-        rows.append({"preset": preset, "seconds": seconds, "peak_rss_mb": rss,
-                     "ratio": seconds["numba"]["median"] / seconds["numpy"]["median"]})
-        print(f"  {preset:9s} epoch: numba {seconds['numba']['median']:6.1f} s  numpy "
-              f"{seconds['numpy']['median']:6.1f} s | peak RSS numba {rss['numba']['median']:.0f} MB"
-              f"  numpy {rss['numpy']['median']:.0f} MB", flush=True)
+        row = {"preset": preset, "seconds": seconds, "peak_rss_mb": rss,
+               "ratio": seconds["numba"]["median"] / seconds["numpy"]["median"]}
+        torch_libs = [lib for lib in seconds if lib.startswith("torch-")]
+        if torch_libs:
+            best = min(torch_libs, key=lambda lib: seconds[lib]["median"])
+            row["torch_best"] = best
+            row["torch_ratio"] = seconds["numba"]["median"] / seconds[best]["median"]
+            row["torch_compile_seconds"] = spread([r["compile_seconds"]
+                                                   for r in results["torch-compile"]])
+        rows.append(row)
+        print(f"  {preset:9s} epoch: " + "  ".join(f"{lib} {seconds[lib]['median']:6.2f} s"
+                                                  for lib in seconds)
+              + f" | peak RSS numba {rss['numba']['median']:.0f} MB", flush=True)
     return rows
 
 
@@ -520,6 +543,18 @@ def table(results):
             s, rss = r["seconds"], r["peak_rss_mb"]
             lines.append(f"| {r['preset']} | {fmt(s['numba'], 1)} | {fmt(s['numpy'], 1)} | "
                          f"{fmt(rss['numba'], 0)} | {fmt(rss['numpy'], 0)} |")
+        torch_rows = [r for r in results["epochs"] if "torch_best" in r]
+        if torch_rows:
+            lines += ["", "| same recipe, one epoch | gr-numpy s | PyTorch eager s | fused Adam s "
+                      "| torch.compile + fused s | gr-numpy / best PyTorch |",
+                      "|---|---|---|---|---|---|"]
+            for r in torch_rows:
+                s = r["seconds"]
+                lines.append(f"| {r['preset']} | {fmt(s['numba'], 2)} | {fmt(s['torch-eager'], 2)} "
+                             f"| {fmt(s['torch-fused'], 2)} | {fmt(s['torch-compile'], 2)} | "
+                             f"{r['torch_ratio']:.2f} |")
+            lines.append(f"\ntorch.compile's own compile time, not counted above: "
+                         f"{fmt(torch_rows[0]['torch_compile_seconds'], 1)} s.")
     if "startup" in results:
         s = results["startup"]["seconds"]
         lines += ["", "| start-up (launch to end of first step, default model) | seconds |",
@@ -572,6 +607,9 @@ def targets(results):
         extra = results["startup"]["warm_minus_numpy"]
         rows.append(("warm-cache start-up adds < 1 s", f"{extra:+.2f} s", extra < 1.0))
     for r in results.get("epochs", []):
+        if r["preset"] == "default" and "torch_ratio" in r:
+            rows.append(("default epoch <= 0.5x PyTorch's best configuration, same threads",
+                         f"{r['torch_ratio']:.2f}x ({r['torch_best']})", r["torch_ratio"] <= 0.5))
         if r["preset"] == "default":
             seconds = r["seconds"]["numba"]["median"]
             rows.append(("default epoch (55k training + 5k validation) <= 2.5 s",
@@ -603,7 +641,7 @@ def build_parser():
                                   "runs/bench-avx2.json with --isa avx2)")
     p.add_argument("--asm", action="store_true", help="print the micro-kernel's inner loop")
     p.add_argument("--child", choices=["startup", "epoch"], help=argparse.SUPPRESS)
-    p.add_argument("--backend", default="numba", help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="numba", help=argparse.SUPPRESS)   # or torch-VARIANT
     p.add_argument("--preset", default="default", help=argparse.SUPPRESS)
     return p
 

@@ -91,3 +91,31 @@ def test_help_and_a_bad_flag_in_subprocess():
     assert "--isa" in result.stdout
     result = run("--only", "nonsense")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_table_sets_pytorch_beside_gr_numpy_when_it_was_timed():
+    seconds = {"numba": fake_spread(1.6), "numpy": fake_spread(2.4),
+               "torch-eager": fake_spread(3.3), "torch-fused": fake_spread(3.1),
+               "torch-compile": fake_spread(2.8)}
+    results = {"machine": {"date": "2026-01-01 00:00 UTC", "cpu": "Some CPU", "logical_cpus": 2,
+                           "simd": ["avx512f"], "numpy": "2.0", "numba": "0.60",
+                           "openblas_core": "SkylakeX", "numba_threads": 2,
+                           "numba_threading_layer": "omp", "load_average_start": 0.1,
+                           "load_average_end": 0.2},
+               "epochs": [{"preset": "default", "ratio": 0.67, "seconds": seconds,
+                           "peak_rss_mb": {lib: fake_spread(250.0) for lib in seconds},
+                           "torch_best": "torch-compile", "torch_ratio": 1.6 / 2.8,
+                           "torch_compile_seconds": fake_spread(20.0)}]}
+    text = bench.table(results)
+    assert ("| default | 1.60 [1.44-1.76] | 3.30 [2.97-3.63] | 3.10 [2.79-3.41] | "
+            "2.80 [2.52-3.08] | 0.57 |") in text
+    assert "torch.compile's own compile time, not counted above: 20.0 [18.0-22.0] s." in text
+    assert ("| default epoch <= 0.5x PyTorch's best configuration, same threads | 0.57x "
+            "(torch-compile) | no |") in text
+
+
+def test_the_pytorch_recipe_module_imports_without_pytorch():
+    """bench/torch_recipe.py is importable (and says whether PyTorch is there) either way."""
+    from bench import torch_recipe
+    assert torch_recipe.VARIANTS == ("eager", "fused", "compile")
+    assert torch_recipe.torch_available() in (True, False)
