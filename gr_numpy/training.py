@@ -243,7 +243,10 @@ def routing_of(meta):
     if "routing" in meta:
         return Routing.from_dict(meta["routing"])
     model = meta.get("model", {})
-    return one_per_digit(style=model.get("style", 0), digits=model.get("latent", 10))
+    if model.get("latent", 10) != 10:
+        raise ValueError(f"it was written before routings were stored, with {model['latent']} "
+                         f"latent dims, which name no digit; train it again")
+    return one_per_digit(style=model.get("style", 0))
 
 
 def train_config_of(meta):

@@ -269,3 +269,13 @@ def test_a_checkpoint_from_before_routings_were_stored_loads_and_resumes(mnist, 
     resumed = make_trainer(mnist, tmp_path, epochs=2)
     restore(resumed)
     assert resumed.run()
+
+
+def test_an_old_checkpoint_whose_code_is_not_ten_dims_is_refused_in_one_line(tmp_path):
+    """Before routings were stored, --no-routing allowed any width; such a code names no digit."""
+    cfg = VAEConfig(enc_hidden=(8,), dec_hidden=(8,), latent=7)
+    model = VAE(cfg, rng=np.random.default_rng(0))
+    save_checkpoint(tmp_path / "c.npz", model.params, {"model": cfg.to_dict()})
+    with pytest.raises(CheckpointError, match="7 latent dims, which name no digit") as info:
+        load_model(tmp_path / "c.npz")
+    assert "\n" not in str(info.value)
