@@ -22,7 +22,7 @@ from .adam import Adam, exponential_decay
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .data import to_rows
 from .model import VAE, VAEConfig
-from .routing import Routing, one_per_digit
+from .routing import Routing, halves, one_per_digit
 
 
 @dataclass
@@ -163,8 +163,7 @@ class Trainer:
     def __init__(self, model_config, train_config, train_images, train_labels, val_images,
                  val_labels, routing=None, save=None, log=print):
         self.mcfg, self.tcfg = model_config, train_config
-        self.routing = routing if routing is not None else \
-            one_per_digit(style=model_config.style, digits=model_config.latent)
+        self.routing = routing if routing is not None else default_routing(model_config)
         self.rng = np.random.default_rng(train_config.seed)
         self.model = build_model(model_config, rng=self.rng, routing=self.routing)
         self.opt = Adam(self.model.params, weight_decay=train_config.weight_decay)
@@ -330,6 +329,14 @@ def new_totals(model=None):
     (No model: the VAE's, loss, recon and kl.)"""
     keys = model.logged_losses if model is not None else VAE.logged_losses
     return {**{k: 0.0 for k in keys}, "images": 0}
+
+
+def default_routing(config):
+    """The routing a model config implies when none is given: one dim per digit for a VAE (its
+    style dims free), the halves of the code for the autoencoder."""
+    if config.kind == "autoencoder":
+        return halves(half=config.code // 2)
+    return one_per_digit(style=config.style, digits=config.latent)
 
 
 def routing_of(meta):
