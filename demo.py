@@ -132,7 +132,7 @@ def main(argv=None):
     # One image at a time gains nothing from the Numba kernels; NumPy starts without compiling.
     ops.set_backend("numpy")
     try:
-        model = load_model(args.checkpoint)     # a run folder or its checkpoint.npz
+        model = load_model(args.checkpoint, kinds=("vae",), tool="the demo")   # folder or .npz
     except CheckpointError as e:
         fail(str(e))
     fig = open_window_figure() if interactive else None

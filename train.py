@@ -1,4 +1,4 @@
-"""Train a gradient-routed VAE on MNIST and score it: `python train.py` (see --help).
+"""Train a gradient-routed VAE (or the paper's autoencoder) on MNIST and score it (see --help).
 
 Labels enter training only through the routing mask: there is no classification loss. The model
 names an image's digit by the routing group whose dims have the largest encoder mean. Choices
@@ -25,6 +25,7 @@ ROUTING_NAMES = ("one-per-digit", "two-per-digit", "halves")   # gr_numpy/routin
 
 # Presets: the config fields each recipe changes from the defaults, which are the default recipe
 # (VAEConfig in gr_numpy/model.py, TrainConfig in gr_numpy/training.py). Flags given win.
+# model="autoencoder" starts from AutoencoderConfig (gr_numpy/autoencoder.py) instead.
 PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss,
     # 0.5 x KL, 25 epochs.
@@ -37,7 +38,24 @@ PRESETS = {
     "reference": dict(enc_hidden=(2048, 512), dec_hidden=(512, 2048), dec_act="relu",
                       dec_hidden_bias=True, recon="sse", recon_weight=0.3, kl_weight=0.2,
                       epochs=100),
+    # The Gradient Routing paper's MNIST experiment (docs/halves.md): a deterministic
+    # autoencoder, the code's halves routed from digits 0-4 and 5-9, two certificate decoders;
+    # MAE, L1 3e-3 per half, correlation penalty 0.1, AdamW 1e-3 with decay 5e-5, constant lr.
+    # Scaled down: 784-512-256-32, batch 64, 8 epochs (about 31 s an epoch on one lone thread;
+    # docs/experiments.md).
+    "halves": dict(model="autoencoder", routing="halves", enc_hidden=(512, 256),
+                   dec_hidden=(256, 512), batch_size=64, epochs=8, lr_decay=1.0,
+                   weight_decay=5e-5),
+    # The paper's sizes: 784-2048-512-32, batch 2048, 200 epochs (hours on 2 cores).
+    "halves-paper": dict(model="autoencoder", routing="halves", enc_hidden=(2048, 512),
+                         dec_hidden=(512, 2048), batch_size=2048, epochs=200, lr_decay=1.0,
+                         weight_decay=5e-5),
 }
+
+# Flags that set a VAE's fields, refused with an autoencoder preset (it has no KL, style, ...).
+VAE_ONLY = {"dec_act": "--dec-act", "kl_weight": "--kl-weight", "l1_weight": "--l1-weight",
+            "style": "--style", "style_kl_weight": "--style-kl", "style_input": "--style-input",
+            "relu_z": "--no-relu-z"}
 
 # The flag that sets each config field (for the message when a resume contradicts its run).
 FLAG_OF = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
@@ -54,7 +72,9 @@ def build_parser():
     g = p.add_argument_group("recipe (a preset, then the flags given; see --preset)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting recipe: default (10 digit dims), style (+ 6 style dims), "
-                        "reference (the reference post's recipe) (default: default)")
+                        "reference (the reference post's recipe), halves (the Gradient Routing "
+                        "paper's autoencoder with certificate decoders, scaled down), "
+                        "halves-paper (the same at the paper's sizes) (default: default)")
     g.add_argument("--routing", choices=ROUTING_NAMES,
                    help="which code dims each digit trains; the code's width follows from it: "
                         "one-per-digit (10 dims), two-per-digit (20), halves (0-4 train dims "
@@ -123,12 +143,13 @@ def build_parser():
 
 # ---------------------------------------------------------------------------- the recipe
 def recipe(args):
-    """The preset's fields, then the flags given -> (routing, VAEConfig, TrainConfig)."""
-    from gr_numpy.model import VAEConfig
+    """The preset's fields, then the flags given -> (routing, model config, TrainConfig); the
+    model config is a VAEConfig, or an AutoencoderConfig for the halves presets."""
     from gr_numpy.routing import ROUTINGS
-    from gr_numpy.training import TrainConfig
+    from gr_numpy.training import MODELS, TrainConfig
 
     chosen = dict(PRESETS[args.preset])
+    kind = chosen.pop("model", "vae")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "lr_decay": args.lr_decay, "seed": args.seed, "val_size": args.val_size,
              "train_subset": args.train_subset, "dec_act": args.dec_act,
@@ -144,11 +165,22 @@ def recipe(args):
     if args.no_relu_z:
         chosen["relu_z"] = False
     routing = ROUTINGS[chosen.pop("routing", "one-per-digit")](style=chosen.get("style", 0))
-    chosen["latent"] = routing.routed_dims
-    model = {f.name: chosen.pop(f.name) for f in fields(VAEConfig) if f.name in chosen}
+    if kind == "autoencoder":
+        refused = [flag for field, flag in VAE_ONLY.items() if field in chosen]
+        if refused:
+            raise UserError(f"{refused[0]} is a VAE's; --preset {args.preset} trains the paper's "
+                            f"autoencoder, which has no such setting")
+        if routing.name != "halves":
+            raise UserError(f"--preset {args.preset} needs --routing halves (two groups, one "
+                            f"certificate each), got --routing {routing.name}")
+        chosen["code"] = routing.code_dim
+    else:
+        chosen["latent"] = routing.routed_dims
+    config_class = MODELS[kind][1]
+    model = {f.name: chosen.pop(f.name) for f in fields(config_class) if f.name in chosen}
     train = {f.name: chosen.pop(f.name) for f in fields(TrainConfig) if f.name in chosen}
     assert not chosen, f"preset fields that are no config's: {chosen}"
-    return routing, VAEConfig(**model), TrainConfig(**train)
+    return routing, config_class(**model), TrainConfig(**train)
 
 
 def parse_hidden(text):
@@ -187,7 +219,9 @@ def check_memory(model, batch_size):
     """
     hidden = model.enc_hidden
     widths = (784,) + hidden + (model.decoder_input_dim,)
-    params = sum(a * b + b for a, b in zip(widths, widths[1:])) * 2 + model.code_dim * hidden[-1]
+    decoders = 4 if model.kind == "autoencoder" else 2       # encoder + decoder (+ certificates)
+    params = (sum(a * b + b for a, b in zip(widths, widths[1:])) * decoders
+              + model.code_dim * hidden[-1])
     rows = max(batch_size, 1000)
     need = 4 * (4 * params + 6 * rows * 2 * sum(widths)) + 70_000 * 784 + 400 * 2**20
     have = cli.available_memory()
@@ -331,6 +365,9 @@ def train_in_folder(args, routing, model_cfg, train_cfg):
               f"{checkpoint}; continue with the same flags plus --resume", flush=True)
         return 128 + trainer.stop_signal
 
+    if model_cfg.kind == "autoencoder":
+        return finish_autoencoder(args, trainer, routing, model_cfg, train_cfg, test_images,
+                                  test_labels, t_start)
     test = evaluate(trainer.model, test_images, test_labels)
     metrics = {"test_acc": test["acc"], "test_mse": test["mse"],
                "per_class_acc": test["per_class_acc"], "confusion": test["confusion"],
@@ -349,6 +386,40 @@ def train_in_folder(args, routing, model_cfg, train_cfg):
     except OSError as e:
         print(f"{PROG}: cannot write {e.filename or args.out}: {e.strerror or e}; the trained "
               f"model is saved in {checkpoint} (score it with --eval-only)", file=sys.stderr)
+        return 1
+    print(f"done   | {metrics['wall_seconds']:.1f} s wall | {args.out}", flush=True)
+    return 0
+
+
+def finish_autoencoder(args, trainer, routing, model_cfg, train_cfg, test_images, test_labels,
+                       t_start):
+    """Score the test set once: the certificate table, printed and in metrics.json; figures."""
+    from gr_numpy.backend import ops
+    from gr_numpy.tools.certificates import certificate_lines, write_certificate_figures
+    from gr_numpy.tools.files import write_json
+    from gr_numpy.training import evaluate_certificates
+
+    test = evaluate_certificates(trainer.model, test_images, test_labels)
+    metrics = {"test_mae": test["mae"], "certificates": test["certificates"],
+               "ratios": test["ratios"], "per_digit_mae": test["per_digit"],
+               "routed": train_cfg.routed, "wall_seconds": time.perf_counter() - t_start,
+               "history": trainer.history, "model": model_cfg.to_dict(),
+               "routing": routing.to_dict(), "train": asdict(train_cfg),
+               "backend": args.backend, "threads": ops.get_threads()}
+    for line in certificate_lines(test):
+        print(line, flush=True)
+    try:
+        write_json(os.path.join(args.out, cli.METRICS_NAME), metrics)
+        if not args.no_figures:
+            title = f"{os.path.basename(os.path.abspath(args.out))} (halves, " \
+                    f"{'routed' if train_cfg.routed else 'not routed'})"
+            for path in write_certificate_figures(trainer.model, test_images, test_labels, test,
+                                                  args.out, title):
+                print(f"figure | {path}", flush=True)
+    except OSError as e:
+        print(f"{PROG}: cannot write {e.filename or args.out}: {e.strerror or e}; the trained "
+              f"model is saved in {cli.checkpoint_in(args.out)} (score it with --eval-only)",
+              file=sys.stderr)
         return 1
     print(f"done   | {metrics['wall_seconds']:.1f} s wall | {args.out}", flush=True)
     return 0
@@ -374,16 +445,22 @@ def print_test(test):
 
 
 def eval_only(args):
-    """Score a checkpoint on the test set: accuracy, per-class accuracy, reconstruction MSE."""
+    """Score a checkpoint on the test set: accuracy, per-class accuracy, reconstruction MSE; for
+    the paper's autoencoder, the certificate table."""
     from gr_numpy.backend import ops
     from gr_numpy.data import load_mnist
+    from gr_numpy.tools.certificates import certificate_lines
     from gr_numpy.tools.checkpoint import load_model
-    from gr_numpy.training import evaluate
+    from gr_numpy.training import evaluate, evaluate_certificates
 
     ops.set_backend(args.backend)
     model = load_model(args.checkpoint or args.out or os.path.join(cli.RUNS, args.preset))
     images, labels = load_mnist("test", args.data_dir)
-    print_test(evaluate(model, images, labels))
+    if model.kind == "autoencoder":
+        for line in certificate_lines(evaluate_certificates(model, images, labels)):
+            print(line)
+    else:
+        print_test(evaluate(model, images, labels))
     return 0
 
 

@@ -8,6 +8,8 @@ The teaching core, in reading order:
   3. layers.py, losses.py   the forward/backward pairs the model is built from.
   4. adam.py, training.py   the optimiser; `train_step` (forward, backward, Adam) and the loop.
   5. gradcheck.py  the finite-difference checker every backward pass is tested with.
+  6. autoencoder.py  the Gradient Routing paper's own MNIST model: the same routing line, with
+                   certificate decoders that read the code as a constant (docs/halves.md).
 data.py fetches and reads MNIST (`python -m gr_numpy.data`).
 
 Around the core, each in a folder of its own:

@@ -1,4 +1,5 @@
-"""Adam, written out: running averages of the gradient and its square, bias-corrected.
+"""Adam, written out: running averages of the gradient and its square, bias-corrected; with
+optional decoupled weight decay (AdamW, Loshchilov & Hutter 2019).
 
 The optimiser's state is three plain things (m, v, t) so a checkpoint can save and restore it
 exactly. The learning rate is passed to every `step`, which is the schedule hook: the training
@@ -11,10 +12,15 @@ from .backend import ops
 
 
 class Adam:
-    """Adam (Kingma & Ba, 2015) over a dict of parameter arrays, updated in place."""
+    """Adam (Kingma & Ba, 2015) over a dict of parameter arrays, updated in place.
 
-    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8):
+    weight_decay wd > 0 makes it AdamW: every step first shrinks each parameter by lr * wd of
+    itself, apart from the gradient, so the decay is not rescaled by Adam's 1 / sqrt(v).
+    """
+
+    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay = weight_decay
         self.m = {k: np.zeros_like(p) for k, p in params.items()}   # mean of gradients
         self.v = {k: np.zeros_like(p) for k, p in params.items()}   # mean of squared gradients
         self.t = 0                                                  # steps taken
@@ -26,6 +32,8 @@ class Adam:
             v = b2 v + (1 - b2) g^2                running mean of its square
             p -= lr * m_hat / (sqrt(v_hat) + eps)  with m_hat = m / c1, v_hat = v / c2
 
+        preceded, with weight decay wd, by the decoupled decay p -= lr * wd * p (AdamW).
+
         ops.adam_update does all three in place, in one pass over each parameter (NumPy would
         take about ten); numpy_ops.adam_update is these lines in NumPy.
         """
@@ -34,6 +42,8 @@ class Adam:
         # Bias corrections: m and v start at zero, so early averages are too small by these factors.
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         for k, p in params.items():
+            if self.weight_decay:
+                p *= 1 - lr * self.weight_decay         # AdamW: decay apart from the gradient
             ops.adam_update(p, grads[k], self.m[k], self.v[k], lr, b1, b2, self.eps, c1, c2)
 
     def state_dict(self):

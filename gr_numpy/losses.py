@@ -1,7 +1,8 @@
-"""The VAE's loss pieces and the reparameterisation, each with its gradient written out.
+"""The models' loss pieces and the reparameterisation, each with its gradient written out.
 
-Every loss is a sum over an image's pixels (or latent dims), averaged over the N images of the
-batch, and returns `(loss, gradient)` together. The reparameterisation is a forward/backward pair
+Every VAE loss is a sum over an image's pixels (or latent dims), averaged over the N images of
+the batch; the autoencoder's MAE is a mean over pixels too, as the Gradient Routing paper's is.
+Each returns `(loss, gradient)` together. The reparameterisation is a forward/backward pair
 like a layer; its noise `eps` is always passed in by the caller, so everything here can be
 checked by finite differences. Shapes: N batch, D pixels (784), K latent dims.
 """
@@ -66,6 +67,68 @@ def l1_penalty(z):
     """
     N = z.shape[0]
     return np.abs(z).sum() / N, np.sign(z) / N
+
+
+# ------------------------------------------------------------------ the autoencoder's losses
+def mae(y, x):
+    """Mean absolute error over every pixel of every image (the paper's reconstruction loss).
+
+    y (N, D) the reconstruction, x (N, D) the image -> loss (scalar), dy (N, D):
+
+        loss  = mean |y - x|           over the N * D entries
+        dy    = sign(y - x) / (N D)
+    """
+    diff = y - x
+    return float(np.abs(diff).mean(dtype=np.float64)), np.sign(diff) / diff.size
+
+
+def correlation_penalty(a, b, eps=1e-8):
+    """Mean |correlation| between every column of a and every column of b, over the batch.
+
+    a (N, P), b (N, Q) two halves of a code -> loss (scalar), da (N, P), db (N, Q).
+    The penalty pushes the two halves to carry unrelated information. As in the paper's code,
+    each column is standardised with its sample standard deviation (N - 1 in the variance) and
+    the product divided by N, so a column against itself would score (N - 1) / N, not 1.
+
+    Forward, for the columns z_j of z = [a, b] (N, P + Q):
+
+        c_j = z_j - mean(z_j)                     centre
+        s_j = sqrt(sum_n c_nj^2 / (N - 1)) + eps  spread (eps only keeps a constant column finite)
+        u_j = c_j / s_j                           standardise                     u (N, P + Q)
+        R   = u_a.T @ u_b / N                     correlations                    R (P, Q)
+        loss = sum |R| / (P Q)
+
+    Backward, each line the derivative of the forward line beside it:
+
+        dR   = sign(R) / (P Q)                    loss = sum |R| / (P Q)
+        du_a = u_b @ dR.T / N,  du_b = u_a @ dR / N      R[p, q] = sum_n u_a[n, p] u_b[n, q] / N
+        ds_j = -sum_n du_nj c_nj / s_j^2          u_j = c_j / s_j  (s_j is shared by the column)
+        dc_j = du_j / s_j + ds_j c_j / ((N - 1) sigma_j)   with sigma_j = s_j - eps: both
+                                                  paths into c_j, d sigma_j/dc_nj = c_nj / ((N-1) sigma_j)
+        dz_j = dc_j - mean(dc_j)                  c_j = z_j - mean(z_j)
+
+    With eps = 0 the last three lines fold into one:
+    dz_j = (du_j - mean(du_j) - u_j * sum_n(du_nj u_nj) / (N - 1)) / sigma_j : the gradient
+    of a standardised column cannot move its mean or its scale. docs/halves.md writes it out.
+    """
+    N, P = a.shape
+    z = np.concatenate([a, b], axis=1)                          # (N, P + Q)
+    c = z - z.mean(axis=0)                                      # (N, P + Q)
+    sigma = np.sqrt((c * c).sum(axis=0) / (N - 1))              # (P + Q,)
+    s = sigma + eps
+    u = c / s                                                   # (N, P + Q)
+    u_a, u_b = u[:, :P], u[:, P:]
+    R = u_a.T @ u_b / N                                         # (P, Q)
+    loss = float(np.abs(R).mean())
+
+    dR = np.sign(R) / R.size                                    # (P, Q)
+    du = np.concatenate([u_b @ dR.T / N, u_a @ dR / N], axis=1)  # (N, P + Q)
+    ds = -(du * c).sum(axis=0) / (s * s)                        # (P + Q,)
+    dc_direct = du / s                                          # through u = c / s
+    dc_spread = ds * c / ((N - 1) * sigma)                      # through s = sigma(c) + eps
+    dc = dc_direct + dc_spread                                  # two paths meet at c
+    dz = dc - dc.mean(axis=0)                                   # (N, P + Q)
+    return loss, dz[:, :P], dz[:, P:]
 
 
 # ------------------------------------------------------------------ reparameterisation

@@ -53,6 +53,8 @@ class VAEConfig:
                                     # "shared" [z_d, sum(z_d) * z_s] (one style for all digits)
     dtype: str = "float32"
 
+    kind = "vae"                    # not a field: the autoencoder's config says "autoencoder"
+
     def __post_init__(self):
         self.enc_hidden = tuple(int(h) for h in self.enc_hidden)
         self.dec_hidden = tuple(int(h) for h in self.dec_hidden)
@@ -126,6 +128,9 @@ class VAE:
     over the K routed dims, the S style dims free. It is used only when labels are passed.
     """
 
+    kind = "vae"
+    logged_losses = ("loss", "recon", "kl")      # the training log's columns
+
     def __init__(self, config=None, params=None, rng=None, routing=None):
         self.config = config if config is not None else VAEConfig()
         self.routing = routing if routing is not None else \
@@ -135,6 +140,11 @@ class VAE:
         self.params = params
         self._check_params()
         self._check_routing()
+
+    @property
+    def noise_dim(self):
+        """The width of the noise eps the caller draws per image: K + S."""
+        return self.config.code_dim
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, eps):

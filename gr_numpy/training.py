@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .adam import Adam, exponential_decay
+from .autoencoder import Autoencoder, AutoencoderConfig
 from .data import to_rows
 from .model import VAE, VAEConfig
-from .routing import Routing, one_per_digit
+from .routing import Routing, halves, one_per_digit
 
 
 @dataclass
@@ -36,6 +37,7 @@ class TrainConfig:
     routed: bool = True           # pass labels to the backward pass (False: a plain VAE)
     val_size: int = 5000          # the last val_size of the 60k training images
     train_subset: int = 0         # train on only the first n training images (0: all of them)
+    weight_decay: float = 0.0     # AdamW's decoupled decay (the paper's autoencoder: 5e-5)
 
 
 # The signals that stop a run cleanly (SIGHUP does not exist on Windows).
@@ -56,11 +58,70 @@ class ResumeMismatch(ValueError):
 
 
 def train_step(model, optimizer, x, labels, eps, lr):
-    """One step of training on a batch: x (B, D), labels (B,) or None, eps (B, K + S) -> losses."""
+    """One step of training on a batch: x (B, D), labels (B,) or None, eps (B, K + S) or None
+    (the autoencoder draws no noise) -> losses."""
     losses, cache = model.forward(x, eps)        # the loss, and what the backward pass needs
     grads = model.backward(cache, labels)        # dL/dparams; labels route dL/dz (model.py)
     optimizer.step(model.params, grads, lr)      # Adam, in place
     return losses
+
+
+# The two models: a config says which it is (its `kind`), and a checkpoint stores that.
+MODELS = {"vae": (VAE, VAEConfig), "autoencoder": (Autoencoder, AutoencoderConfig)}
+
+
+def build_model(config, rng=None, params=None, routing=None):
+    """The model a config describes: a VAE (model.py) or the paper's autoencoder."""
+    return MODELS[config.kind][0](config, params=params, rng=rng, routing=routing)
+
+
+def model_config_of(meta):
+    """The model config stored with a run (a checkpoint before autoencoders holds a VAE's)."""
+    stored = dict(meta["model"])
+    kind = stored.pop("kind", "vae")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}")
+    return MODELS[kind][1](**stored)
+
+
+def input_rows(model, images):
+    """uint8 images (N, 28, 28) -> (N, 784) in the model's dtype and pixel range: [0, 1] for the
+    VAE (its Bernoulli loss), [-1, 1] for the autoencoder (the paper's)."""
+    x = to_rows(images).astype(model.config.dtype, copy=False)
+    return 2 * x - 1 if model.kind == "autoencoder" else x
+
+
+def evaluate_certificates(model, images, labels, batch_size=1000):
+    """The autoencoder's scores: MAE (pixels in [-1, 1]) of the main decoder and of each
+    certificate, per digit and per routing group; labels are used only to group the scores.
+
+    Returns {"mae": main decoder over all images, "per_digit": {"decoder", "first", "second":
+    (10,) lists}, "certificates": {"first": {"0-4": ..., "5-9": ...}, "second": {...}},
+    "ratios": {"first": MAE on the other group / on its own, "second": ...}}.
+    """
+    routing = model.routing
+    names = ["first", "second"]
+    decoders = ["decoder"] + names
+    sums = {d: np.zeros(routing.labels) for d in decoders}
+    for i in range(0, len(images), batch_size):
+        x = input_rows(model, images[i:i + batch_size])               # (n, D) in [-1, 1]
+        y = labels[i:i + batch_size]
+        z = model.encode(x)
+        for d, cert in zip(decoders, (None, 0, 1)):
+            err = np.abs(model.decode(z, certificate=cert) - x).mean(axis=1, dtype=np.float64)
+            sums[d] += np.bincount(y, weights=err, minlength=routing.labels)
+    counts = np.maximum(np.bincount(labels, minlength=routing.labels), 1)
+
+    def over(d, group):
+        digits = routing.labels_of(group)
+        return float(sums[d][digits].sum() / counts[digits].sum())
+    table = {n: {routing.group_names[g]: over(n, g) for g in range(2)} for n in names}
+    own = {n: table[n][routing.group_names[g]] for g, n in enumerate(names)}
+    other = {n: table[n][routing.group_names[1 - g]] for g, n in enumerate(names)}
+    return {"mae": float(sums["decoder"].sum() / counts.sum()),
+            "per_digit": {d: [float(v) for v in sums[d] / counts] for d in decoders},
+            "certificates": table,
+            "ratios": {n: other[n] / own[n] for n in names}}
 
 
 def evaluate(model, images, labels, batch_size=1000):
@@ -102,18 +163,17 @@ class Trainer:
     def __init__(self, model_config, train_config, train_images, train_labels, val_images,
                  val_labels, routing=None, save=None, log=print):
         self.mcfg, self.tcfg = model_config, train_config
-        self.routing = routing if routing is not None else \
-            one_per_digit(style=model_config.style, digits=model_config.latent)
+        self.routing = routing if routing is not None else default_routing(model_config)
         self.rng = np.random.default_rng(train_config.seed)
-        self.model = VAE(model_config, rng=self.rng, routing=self.routing)
-        self.opt = Adam(self.model.params)
+        self.model = build_model(model_config, rng=self.rng, routing=self.routing)
+        self.opt = Adam(self.model.params, weight_decay=train_config.weight_decay)
         self.schedule = exponential_decay(train_config.lr, train_config.lr_decay)
         self.train_images, self.train_labels = train_images, train_labels
         self.val_images, self.val_labels = val_images, val_labels
         self.save = (lambda trainer: None) if save is None else save
         self.log = log
         self.epoch, self.step, self.perm = 0, 0, None    # position: next step of this epoch
-        self.totals = new_totals()                        # this epoch's losses so far
+        self.totals = new_totals(self.model)              # this epoch's losses so far
         self.history = []
         self.stop_signal = None                           # set by SIGINT, SIGTERM or SIGHUP
 
@@ -137,7 +197,10 @@ class Trainer:
         stored_routing = routing_of(meta)
         if stored_routing.name != self.routing.name:
             raise ResumeMismatch("routing", stored_routing.name, self.routing.name)
-        stored_model = VAEConfig(**meta["model"]).to_dict()   # fields an older run lacks: defaults
+        stored_config = model_config_of(meta)                 # fields an older run lacks: defaults
+        if stored_config.kind != self.mcfg.kind:
+            raise ResumeMismatch("model.kind", stored_config.kind, self.mcfg.kind)
+        stored_model = stored_config.to_dict()
         for field, value in self.mcfg.to_dict().items():
             if stored_model[field] != value:
                 raise ResumeMismatch(f"model.{field}", stored_model[field], value)
@@ -150,13 +213,14 @@ class Trainer:
                 continue                                      # extending (or ending) a run
             if stored != value:
                 raise ResumeMismatch(f"train.{field}", stored, value)
-        self.model = VAE(self.mcfg, params=params, routing=self.routing)
-        self.opt = Adam(self.model.params)
+        self.model = build_model(self.mcfg, params=params, routing=self.routing)
+        self.opt = Adam(self.model.params, weight_decay=self.tcfg.weight_decay)
         self.opt.load_state_dict(adam_state)
         self.rng.bit_generator.state = meta["rng"]
         self.epoch, self.step = meta["epoch"], meta["step"]
         totals = meta.get("totals", meta.get("sums"))         # "sums": [loss, recon, kl, images]
-        self.totals = dict(zip(new_totals(), totals)) if isinstance(totals, list) else totals
+        self.totals = dict(zip(new_totals(self.model), totals)) if isinstance(totals, list) \
+            else totals
         self.history = meta["history"]
         self.perm = arrays["perm"] if arrays["perm"].size else None
 
@@ -183,7 +247,7 @@ class Trainer:
         self.stop_signal = signum     # finish the current step, save, stop: nothing half-done
 
     def _run_epoch(self):
-        tcfg, C = self.tcfg, self.mcfg.code_dim                 # C = K + S
+        tcfg, C = self.tcfg, self.model.noise_dim           # C = K + S; 0: no noise
         n = len(self.train_images)
         steps = math.ceil(n / tcfg.batch_size)
         if self.perm is None:                               # a new epoch: a new shuffle
@@ -193,14 +257,17 @@ class Trainer:
         show_progress = sys.stdout.isatty()
         while self.step < steps:
             idx = self.perm[self.step * tcfg.batch_size:(self.step + 1) * tcfg.batch_size]
-            x = to_rows(self.train_images[idx]).astype(self.mcfg.dtype, copy=False)  # (B, 784)
+            x = input_rows(self.model, self.train_images[idx])               # (B, 784)
             labels = self.train_labels[idx].astype(np.intp) if tcfg.routed else None
-            eps = self.rng.standard_normal((len(idx), C), dtype=np.float32)  # (B, K + S)
-            losses = train_step(self.model, self.opt, x, labels, eps.astype(x.dtype, copy=False), lr)
+            eps = None
+            if C:
+                eps = self.rng.standard_normal((len(idx), C), dtype=np.float32)  # (B, K + S)
+                eps = eps.astype(x.dtype, copy=False)
+            losses = train_step(self.model, self.opt, x, labels, eps, lr)
             if not math.isfinite(losses["loss"]):
                 raise TrainingDiverged(f"loss became {losses['loss']} at epoch {self.epoch + 1}, "
                                        f"step {self.step + 1}")
-            for key in ("loss", "recon", "kl"):
+            for key in self.model.logged_losses:
                 self.totals[key] += float(losses[key]) * len(idx)
             self.totals["images"] += len(idx)
             self.step += 1
@@ -217,24 +284,59 @@ class Trainer:
         if show_progress:
             print("\r" + " " * 70 + "\r", end="", flush=True)
 
-        loss, recon, kl = (self.totals[k] / self.totals["images"] for k in ("loss", "recon", "kl"))
-        val = evaluate(self.model, self.val_images, self.val_labels) if len(self.val_images) else None
-        entry = {"epoch": self.epoch + 1, "loss": loss, "recon": recon, "kl": kl, "lr": lr,
-                 "val_acc": val["acc"] if val else None, "val_mse": val["mse"] if val else None,
-                 "seconds": time.perf_counter() - t0}
+        means = {k: self.totals[k] / self.totals["images"] for k in self.model.logged_losses}
+        entry = {"epoch": self.epoch + 1, **means, "lr": lr}
+        if self.model.kind == "autoencoder":
+            entry.update(self._validate_autoencoder(means, t0))
+        else:
+            entry.update(self._validate_vae(means, t0))
         self.history.append(entry)
-        val_text = f"val acc {100 * entry['val_acc']:.2f}%" if val else "val acc  n/a"
-        self.log(f"epoch {entry['epoch']:2d} | loss {loss:8.3f} | recon {recon:8.3f} | "
-                 f"kl {kl:6.3f} | {val_text} | {entry['seconds']:.1f} s")
         self.epoch, self.step, self.perm = self.epoch + 1, 0, None
-        self.totals = new_totals()
+        self.totals = new_totals(self.model)
         self.save(self)
         return True
 
 
-def new_totals():
-    """The running sums of an epoch: loss, recon and kl times images, and the images seen."""
-    return {"loss": 0.0, "recon": 0.0, "kl": 0.0, "images": 0}
+    def _validate_vae(self, means, t0):
+        """Score the validation split, log the epoch's line; -> the history entry's val fields."""
+        val = evaluate(self.model, self.val_images, self.val_labels) if len(self.val_images) else None
+        fields = {"val_acc": val["acc"] if val else None, "val_mse": val["mse"] if val else None,
+                  "seconds": time.perf_counter() - t0}
+        val_text = f"val acc {100 * fields['val_acc']:.2f}%" if val else "val acc  n/a"
+        self.log(f"epoch {self.epoch + 1:2d} | loss {means['loss']:8.3f} | recon "
+                 f"{means['recon']:8.3f} | kl {means['kl']:6.3f} | {val_text} | "
+                 f"{fields['seconds']:.1f} s")
+        return fields
+
+    def _validate_autoencoder(self, m, t0):
+        """The same for the autoencoder: the main MAE and each certificate's other / own ratio."""
+        val = (evaluate_certificates(self.model, self.val_images, self.val_labels)
+               if len(self.val_images) else None)
+        fields = {"val_mae": val["mae"] if val else None,
+                  "val_ratios": val["ratios"] if val else None,
+                  "seconds": time.perf_counter() - t0}
+        val_text = (f"val mae {val['mae']:.4f} | certificates other/own "
+                    f"{val['ratios']['first']:.2f}x {val['ratios']['second']:.2f}x"
+                    if val else "val n/a")
+        self.log(f"epoch {self.epoch + 1:2d} | loss {m['loss']:.4f} | mae {m['recon']:.4f} | "
+                 f"cert {m['cert']:.4f} | l1 {m['l1']:.4f} | corr {m['corr']:.4f} | {val_text} | "
+                 f"{fields['seconds']:.1f} s")
+        return fields
+
+
+def new_totals(model=None):
+    """The running sums of an epoch: each logged loss times images, and the images seen.
+    (No model: the VAE's, loss, recon and kl.)"""
+    keys = model.logged_losses if model is not None else VAE.logged_losses
+    return {**{k: 0.0 for k in keys}, "images": 0}
+
+
+def default_routing(config):
+    """The routing a model config implies when none is given: one dim per digit for a VAE (its
+    style dims free), the halves of the code for the autoencoder."""
+    if config.kind == "autoencoder":
+        return halves(half=config.code // 2)
+    return one_per_digit(style=config.style, digits=config.latent)
 
 
 def routing_of(meta):

@@ -92,16 +92,27 @@ def _check_numbers(path, key, value):
                               f"train again, or use another checkpoint")
 
 
-def load_model(path):
-    """path (a run folder or its checkpoint file) -> VAE ready for encode/decode, rebuilt from
-    the config and routing stored in the checkpoint."""
-    from ..model import VAE, VAEConfig
-    from ..training import routing_of
+def load_model(path, kinds=("vae", "autoencoder"), tool=None):
+    """path (a run folder or its checkpoint file) -> the model ready for encode/decode (a VAE,
+    or the paper's autoencoder), rebuilt from the config and routing stored in the checkpoint.
+
+    kinds: the models the calling tool can show; any other is refused in one line naming tool.
+    """
+    from ..training import build_model, model_config_of, routing_of
 
     params, meta, _, _ = load_checkpoint(path)
     try:
-        config = VAEConfig(**meta["model"])
-        return VAE(config, params=params, routing=routing_of(meta))
+        config = model_config_of(meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model does not match this gr-numpy ({e}); retrain "
+                              f"with `python train.py`") from None
+    if config.kind not in kinds:
+        raise CheckpointError(f"{path} holds the paper's autoencoder (--preset halves); "
+                              f"{tool or 'this tool'} shows VAEs only — see certificates.png "
+                              f"in its run folder, or `python train.py --eval-only --checkpoint "
+                              f"{path}`")
+    try:
+        return build_model(config, params=params, routing=routing_of(meta))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its model does not match this gr-numpy ({e}); retrain "
                               f"with `python train.py`") from None

@@ -316,7 +316,9 @@ def load_run(path):
                          f"train.py's --resume") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{metrics_path} is not valid JSON ({e})") from None
-    missing = {"test_acc", "confusion", "history"} - set(metrics)
+    needs = ({"certificates", "per_digit_mae", "test_mae", "ratios"} if model.kind == "autoencoder"
+             else {"test_acc", "confusion", "history"})
+    missing = needs - set(metrics)
     if missing:
         raise ValueError(f"{metrics_path} lacks {', '.join(sorted(missing))}; was it written by "
                          f"train.py?")
@@ -328,7 +330,8 @@ def run_title(path, metrics, routing):
     name, its routing, and whether training applied it."""
     train = metrics.get("train", {})
     routed = train.get("routed", train.get("routing"))        # older runs called it "routing"
-    kind = {True: "routed", False: "plain VAE"}.get(routed, "routing unknown")
+    plain = "not routed" if metrics.get("model", {}).get("kind") == "autoencoder" else "plain VAE"
+    kind = {True: "routed", False: plain}.get(routed, "routing unknown")
     return f"{checkpoint_file(path).parent.resolve().name} ({routing.name}, {kind})"
 
 
@@ -345,6 +348,11 @@ def main(argv=None):
         test_images, test_labels = load_mnist("test", args.data_dir)
     except DataError as e:
         fail(PROG, str(e))
+    if model.kind == "autoencoder":
+        return autoencoder_figures(args, model, metrics, other, out, test_images, test_labels)
+    if other is not None and other[0].kind == "autoencoder":
+        fail(PROG, f"--compare {args.compare} holds the paper's autoencoder and --checkpoint a "
+                   f"VAE; compare runs of one kind")
     try:
         test = {"confusion": metrics["confusion"], "acc": metrics["test_acc"],
                 "groups": metrics.get("groups", model.routing.group_names)}
@@ -356,6 +364,30 @@ def main(argv=None):
                      other[1]["test_acc"])]
             paths.append(plot_routing_vs_plain(runs, to_rows(test_images),
                                                out / "routing_vs_plain.png"))
+    except OSError as e:
+        fail(PROG, f"cannot write figures to {out}: {e.strerror or e}")
+    for path in paths:
+        print(f"figure | {path}")
+    return 0
+
+
+def autoencoder_figures(args, model, metrics, other, out, test_images, test_labels):
+    """certificates.png and certificates_mae.png of an autoencoder run, --compare beside it."""
+    from .certificates import write_certificate_figures
+
+    def scores(m):
+        return {"per_digit": m["per_digit_mae"], "certificates": m["certificates"],
+                "ratios": m["ratios"], "mae": m["test_mae"]}
+    control = None
+    if other is not None:
+        if other[0].kind != "autoencoder":
+            fail(PROG, f"--compare {args.compare} holds a VAE and --checkpoint the paper's "
+                       f"autoencoder; compare runs of one kind")
+        control = (run_title(args.compare, other[1], other[0].routing), other[0], scores(other[1]))
+    try:
+        paths = write_certificate_figures(model, test_images, test_labels, scores(metrics), out,
+                                          run_title(args.checkpoint, metrics, model.routing),
+                                          control)
     except OSError as e:
         fail(PROG, f"cannot write figures to {out}: {e.strerror or e}")
     for path in paths:

@@ -194,7 +194,7 @@ def main(argv=None):
     else:
         source = args.checkpoint or DEFAULT_RUN
         try:
-            model = load_model(source)
+            model = load_model(source, kinds=("vae",), tool="the inspector")
         except CheckpointError as e:
             fail(PROG, str(e))
     cfg, routing = model.config, model.routing
