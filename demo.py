@@ -104,16 +104,21 @@ def write_html(path, model, images, labels, seed):
     """Write the web page and say what it holds: its size, and its weights' read-out and MSE
     on the embedded digits against the checkpoint's (they are stored in 8 bits)."""
     from gr_numpy.tools.demo_app import code_stats, slider_names
-    from gr_numpy.tools.webpage import IMAGES, agreement, pick_images, write_page
+    from gr_numpy.tools.webpage import IMAGES, agreement, code_ranges, pick_images, write_page
 
-    lo, hi, prototypes = code_stats(model, images, labels)     # as the window has them
+    if model.kind == "vae":
+        lo, hi, prototypes = code_stats(model, images, labels)  # as the window has them
+    else:
+        lo, hi, prototypes = code_ranges(model, images, labels)
     chosen = pick_images(images, labels, IMAGES // 10, seed)
     size = write_page(path, model, images[chosen], labels[chosen], lo, hi, prototypes,
                       slider_names(model.routing))
     scores = agreement(model, images[chosen], labels[chosen])
     (acc, mse), (page_acc, page_mse) = scores["checkpoint"], scores["page"]
+    read_out = (f"read-out {page_acc:.2f}% (checkpoint {acc:.2f}%), " if model.kind == "vae"
+                else "")                                 # the autoencoder names no digit
     print(f"wrote {path} ({size / 1e6:.2f} MB, {len(chosen)} test digits) | on those digits: "
-          f"read-out {page_acc:.2f}% (checkpoint {acc:.2f}%), MSE {page_mse:.5f} ({mse:.5f})")
+          f"{read_out}MSE {page_mse:.5f} ({mse:.5f})")
 
 
 def main(argv=None):
@@ -132,7 +137,8 @@ def main(argv=None):
     # One image at a time gains nothing from the Numba kernels; NumPy starts without compiling.
     ops.set_backend("numpy")
     try:
-        model = load_model(args.checkpoint, kinds=("vae",), tool="the demo")   # folder or .npz
+        kinds = ("vae", "autoencoder") if args.html and not (args.save or args.morph) else ("vae",)
+        model = load_model(args.checkpoint, kinds=kinds, tool="the demo")   # folder or .npz
     except CheckpointError as e:
         fail(str(e))
     fig = open_window_figure() if interactive else None

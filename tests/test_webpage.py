@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from gr_numpy.data import load_mnist, to_rows
+from gr_numpy.autoencoder import Autoencoder, AutoencoderConfig
 from gr_numpy.model import VAE, VAEConfig
-from gr_numpy.routing import ROUTINGS
+from gr_numpy.routing import ROUTINGS, halves
 from gr_numpy.tools import webpage
 from gr_numpy.tools.checkpoint import save_checkpoint
 from gr_numpy.tools.demo_app import code_stats, slider_names
@@ -44,6 +45,7 @@ PROBE = """<script>
   const pixels = () => Array.from(out.getContext("2d").getImageData(0, 0, 28, 28).data);
   const result = {firstDrawMs: g.firstDrawMs};
   result.decoded = t.codes.map((z) => g.decode(z));
+  result.certificates = g.certificate ? t.codes.map((z) => [0, 1].map((k) => g.certificate(z, k))) : null;
   result.encoded = t.images.map((x) => g.encode(x));
   g.setCode(t.codes[0]);
   const before = pixels(), slider = document.getElementById("z" + t.slider);
@@ -125,7 +127,8 @@ def test_set(mnist_dir):
 
 def write_small_page(model, test_set, path):
     images, labels = test_set
-    lo, hi, prototypes = code_stats(model, images, labels)
+    stats = code_stats if model.kind == "vae" else webpage.code_ranges
+    lo, hi, prototypes = stats(model, images, labels)
     chosen = webpage.pick_images(images, labels, 5)
     webpage.write_page(path, model, images[chosen], labels[chosen], lo, hi, prototypes,
                        slider_names(model.routing))
@@ -135,9 +138,13 @@ def write_small_page(model, test_set, path):
 def float64_twin(model):
     """The page's model (quantized weights) in float64: the reference the page must match."""
     m = webpage.page_model(model)
+    params = {k: p.astype(np.float64) for k, p in m.params.items()}
+    if m.kind == "autoencoder":
+        fields = {k: v for k, v in m.config.to_dict().items() if k != "kind"}
+        cfg = AutoencoderConfig(**{**fields, "dtype": "float64"})
+        return Autoencoder(cfg, params=params, routing=m.routing)
     cfg = VAEConfig(**{**m.config.to_dict(), "dtype": "float64"})
-    return VAE(cfg, params={k: p.astype(np.float64) for k, p in m.params.items()},
-               routing=m.routing)
+    return VAE(cfg, params=params, routing=m.routing)
 
 
 # ---------------------------------------------------------------- without a browser
@@ -208,3 +215,24 @@ def test_the_page_computes_what_numpy_computes(browser, test_set, tmp_path, rout
     groups = model.routing.groups
     assert len(result["legends"]) == (1 if all(len(g) == 1 for g in groups) else len(groups)) \
         + (1 if style else 0)
+
+
+def test_the_autoencoders_page_computes_what_numpy_computes(browser, test_set, tmp_path):
+    """The paper's model: [-1, 1] pixels, a bias-free code, and both certificates' drawings."""
+    cfg = AutoencoderConfig(enc_hidden=(40, 20), dec_hidden=(20, 40), code=8)
+    model = Autoencoder(cfg, rng=np.random.default_rng(0), routing=halves(half=4))
+    page = tmp_path / "page.html"
+    lo, hi = write_small_page(model, test_set, page)
+    codes = np.random.default_rng(1).uniform(lo, hi, size=(3, 8))
+    images = to_rows(test_set[0][:3]).astype(np.float64)
+    result = open_in_browser(browser, page, {"codes": codes.tolist(), "images": images.tolist(),
+                                             "slider": 0, "value": float(hi[0])}, tmp_path)
+    assert result["errors"] == []
+    twin = float64_twin(model)
+    np.testing.assert_allclose(result["decoded"], (twin.decode(codes) + 1) / 2, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(result["encoded"], twin.encode(2 * images - 1), rtol=0, atol=1e-4)
+    for g in (0, 1):
+        np.testing.assert_allclose([c[g] for c in result["certificates"]],
+                                   (twin.decode(codes, certificate=g) + 1) / 2, rtol=0, atol=1e-4)
+    assert result["changedPixels"] > 0 and result["sliders"] == 8
+    assert result["legends"] == ["digits 0-4", "digits 5-9"]

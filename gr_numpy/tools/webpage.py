@@ -5,6 +5,9 @@ open the file from disk, or put it on any static host. Its script (demo_page.htm
 file) runs the same forward pass as `VAE.encode` and `VAE.decode`: a few matrix products, the
 ReLU or ELU, the style input, a sigmoid.
 
+It shows the VAE and the paper's autoencoder (`--preset halves`): for the autoencoder the page
+also draws what each certificate decoder makes of its half of the code.
+
 The weight matrices are stored as 8-bit integers with one float32 scale per output column,
 W[i, j] ~ q[i, j] * scale[j] with q = round(W / scale) and scale[j] = max_i |W[i, j]| / 127;
 biases stay float32. That is a quarter of float32's size, and on the default and style models it
@@ -20,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import to_rows
-from ..model import VAE
+from ..training import build_model, input_rows
 from .files import write_atomically
 
 TEMPLATE = Path(__file__).with_name("demo_page.html")
@@ -51,8 +53,28 @@ def page_params(params):
 
 
 def page_model(model):
-    """The VAE with the page's (quantized) weights."""
-    return VAE(model.config, params=page_params(model.params), routing=model.routing)
+    """The model (VAE or autoencoder) with the page's (quantized) weights."""
+    return build_model(model.config, params=page_params(model.params), routing=model.routing)
+
+
+def code_of(model, x):
+    """x (N, D) as the model reads it -> the code its decoder reads: the VAE's noiseless code
+    (ReLU on the routed part of mu), the autoencoder's code itself."""
+    return model.code_of_mean(model.encode(x)) if model.kind == "vae" else model.encode(x)
+
+
+def drawing(model, z):
+    """z (N, C) -> the decoder's picture (N, D) in [0, 1]: the autoencoder draws in [-1, 1]."""
+    return model.decode(z) if model.kind == "vae" else np.clip((model.decode(z) + 1) / 2, 0, 1)
+
+
+def code_ranges(model, images, labels):
+    """The autoencoder's slider ranges and prototypes, as demo_app.code_stats gives the VAE's:
+    -> lo, hi (C,) the 1st and 99th percentile of each code dim on the images, prototypes (L, C)."""
+    codes = code_of(model, input_rows(model, images)).astype(np.float64)
+    lo, hi = np.percentile(codes, 1, axis=0), np.percentile(codes, 99, axis=0)
+    hi = np.where(hi > lo + 1e-6, hi, lo + 1.0)
+    return lo, hi, model.routing.prototypes(codes, labels, fallback=(lo + hi) / 2)
 
 
 def _b64(array):
@@ -75,6 +97,17 @@ def page_data(model, images, labels, lo, hi, prototypes, names):
     (demo_app.code_stats and slider_names give these, as for the window).
     """
     cfg, routing = model.config, model.routing
+    if model.kind == "vae":
+        config = {"input_dim": cfg.input_dim, "enc_hidden": list(cfg.enc_hidden),
+                  "dec_hidden": list(cfg.dec_hidden), "enc_act": cfg.enc_act,
+                  "dec_act": cfg.dec_act, "dec_hidden_bias": cfg.dec_hidden_bias,
+                  "relu_z": cfg.relu_z, "latent": cfg.latent, "style": cfg.style,
+                  "style_input": cfg.style_input}
+    else:                                      # the autoencoder: ReLU everywhere, linear out
+        config = {"input_dim": cfg.input_dim, "enc_hidden": list(cfg.enc_hidden),
+                  "dec_hidden": list(cfg.dec_hidden), "enc_act": "relu", "dec_act": "relu",
+                  "dec_hidden_bias": True, "relu_z": False, "latent": routing.routed_dims,
+                  "style": 0, "style_input": "outer"}
     weights = {}
     for name, p in model.params.items():
         if p.ndim == 2:
@@ -83,11 +116,7 @@ def page_data(model, images, labels, lo, hi, prototypes, names):
         else:
             weights[name] = {"shape": list(p.shape), "f32": _b64(p.astype(np.float32))}
     return {
-        "config": {"input_dim": cfg.input_dim, "enc_hidden": list(cfg.enc_hidden),
-                   "dec_hidden": list(cfg.dec_hidden), "enc_act": cfg.enc_act,
-                   "dec_act": cfg.dec_act, "dec_hidden_bias": cfg.dec_hidden_bias,
-                   "relu_z": cfg.relu_z, "latent": cfg.latent, "style": cfg.style,
-                   "style_input": cfg.style_input},
+        "kind": model.kind, "config": config,
         "routing": {"name": routing.name, "groups": [g.tolist() for g in routing.groups],
                     "group_names": routing.group_names,
                     "label_group": routing.label_group.tolist(), "code_dim": routing.code_dim},
@@ -109,13 +138,14 @@ def write_page(path, model, images, labels, lo, hi, prototypes, names):
 
 
 def agreement(model, images, labels):
-    """The page's weights against the checkpoint's on the embedded images -> (read-out %, MSE)
-    of each: {"checkpoint": (acc, mse), "page": (acc, mse)}."""
-    x = to_rows(images)
+    """The page's weights against the checkpoint's on the embedded images -> (read-out %, MSE
+    of the drawing, pixels in [0, 1]) of each: {"checkpoint": (acc, mse), "page": (acc, mse)}."""
+    x = input_rows(model, images)
+    pixels = images.reshape(len(images), -1) / 255.0
     result = {}
     for name, m in (("checkpoint", model), ("page", page_model(model))):
         mu = m.encode(x)
         acc = float(np.mean(m.routing.read_group(mu) == m.routing.label_group[labels]))
-        mse = float(((m.decode(m.code_of_mean(mu)) - x) ** 2).mean())
+        mse = float(((drawing(m, code_of(m, x)) - pixels) ** 2).mean())
         result[name] = (100 * acc, mse)
     return result
