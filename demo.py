@@ -5,9 +5,11 @@ halves 0-4 and 5-9; then the style dims, if any), sets the code z and the decode
 once; it opens on a random test digit's code and reconstruction; draw your own digit with the
 mouse, or press 0-9 to redraw the current style as another digit. With --save or --morph it
 writes files instead of opening a window (works without a screen); with --html, one web page
-that does all this in any browser, to share the model. The window is built in
-gr_numpy/tools/demo_app.py, the page in gr_numpy/tools/webpage.py; this file only reads the
-flags, the checkpoint and the data.
+that does all this in any browser, to share the model. On the paper's autoencoder (--preset
+halves) the window and the page also show both certificates' drawings of the sliders' code;
+--morph is for VAEs. The window is built in gr_numpy/tools/demo_app.py (and
+demo_certificates.py), the page in gr_numpy/tools/webpage.py; this file only reads the flags,
+the checkpoint and the data.
 """
 
 import os
@@ -137,13 +139,16 @@ def main(argv=None):
     # One image at a time gains nothing from the Numba kernels; NumPy starts without compiling.
     ops.set_backend("numpy")
     try:
-        kinds = ("vae", "autoencoder") if args.html and not (args.save or args.morph) else ("vae",)
-        model = load_model(args.checkpoint, kinds=kinds, tool="the demo")   # folder or .npz
+        model = load_model(args.checkpoint)                     # a run folder or its .npz
     except CheckpointError as e:
         fail(str(e))
+    if model.kind == "autoencoder" and args.morph:
+        fail(f"{args.checkpoint} holds the paper's autoencoder (--preset halves): --morph shows "
+             f"VAEs only; --save PNG renders its window with both certificates, --html its page")
     fig = open_window_figure() if interactive else None
 
     from gr_numpy.tools.demo_app import Demo, write_morph
+    from gr_numpy.tools.demo_certificates import CertificateDemo
 
     if args.html:
         from gr_numpy.data import DataError, load_mnist
@@ -158,7 +163,8 @@ def main(argv=None):
         if not (args.save or args.morph):
             return 0
     images, labels = load_test_set(args.data_dir)
-    demo = Demo(model, images, labels, rng=np.random.default_rng(args.seed), fig=fig)
+    window = CertificateDemo if model.kind == "autoencoder" else Demo
+    demo = window(model, images, labels, rng=np.random.default_rng(args.seed), fig=fig)
 
     try:
         if args.save:

@@ -260,6 +260,11 @@ class Autoencoder:
         return np.concatenate([self.encoder_forward(x[i:i + batch_size], {})
                                for i in range(0, len(x), batch_size)])
 
+    def code(self, x, batch_size=1000):
+        """x (N, D) in [-1, 1] -> z (N, C), the code the decoders read: the encoder's output
+        itself (no sampling). The VAE's `code` is its noiseless code; the tools call either."""
+        return self.encode(x, batch_size)
+
     def decode(self, z, certificate=None, batch_size=1000):
         """z (N, C) -> y (N, D), pixels in [-1, 1] (not clipped). certificate=g: certificate g's
         drawing from its half of z (the rest of z is not read)."""

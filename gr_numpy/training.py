@@ -87,7 +87,13 @@ def model_config_of(meta):
 def input_rows(model, images):
     """uint8 images (N, 28, 28) -> (N, 784) in the model's dtype and pixel range: [0, 1] for the
     VAE (its Bernoulli loss), [-1, 1] for the autoencoder (the paper's)."""
-    x = to_rows(images).astype(model.config.dtype, copy=False)
+    return model_pixels(model, to_rows(images))
+
+
+def model_pixels(model, x):
+    """x (N, D) floats in [0, 1] (rows of images, or a drawing) -> the same pixels in the model's
+    dtype and range, as input_rows."""
+    x = np.asarray(x).astype(model.config.dtype, copy=False)
     return 2 * x - 1 if model.kind == "autoencoder" else x
 
 

@@ -64,9 +64,16 @@ def test_tools_on_a_halves_checkpoint(halves_runs, mnist_dir, given, tmp_path):
         "--out", tmp_path, "--data-dir", mnist_dir, cwd=root)
     for figure in ("certificates.png", "certificates_mae.png"):
         assert_image(tmp_path / figure, "PNG")
-    message = refused(ROOT / "demo.py", "--checkpoint", ckpt, "--save", tmp_path / "d.png",
+    run(ROOT / "demo.py", "--checkpoint", ckpt, "--save", tmp_path / "d.png", "--data-dir",
+        mnist_dir, cwd=root)
+    assert_image(tmp_path / "d.png", "PNG", size=(1200, 700))
+    message = refused(ROOT / "demo.py", "--checkpoint", ckpt, "--morph", tmp_path / "d.gif",
                       "--data-dir", mnist_dir, cwd=root)
-    assert "autoencoder" in message and "demo" in message
+    assert "autoencoder" in message and "--morph shows VAEs only" in message
+    run(ROOT / "demo.py", "--checkpoint", ckpt, "--html", tmp_path / "d.html", "--data-dir",
+        mnist_dir, cwd=root)
+    assert "certificate" in (tmp_path / "d.html").read_text()
+    assert not (tmp_path / "d.gif").exists()
     message = refused("-m", "gr_numpy.tools.inspector", "--checkpoint", ckpt, "--data-dir",
                       mnist_dir, cwd=root)
     assert "autoencoder" in message and "inspector" in message

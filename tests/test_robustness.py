@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gr_numpy.autoencoder import Autoencoder, AutoencoderConfig
 from gr_numpy.tools.checkpoint import load_checkpoint, save_checkpoint
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.tools.runfolder import RunLock
@@ -71,10 +72,14 @@ def place(tmp_path_factory, mnist_dir):
     broken["enc0.W"][3, 4] = np.nan
     save_checkpoint(nan_dir / "checkpoint.npz", broken, {"model": cfg.to_dict()})
     (nan_dir / "metrics.json").write_text('{"test_acc": 0.9, "confusion": [], "history": []}\n')
+    halves = Autoencoder(AutoencoderConfig(enc_hidden=(16,), dec_hidden=(16,)),
+                         rng=np.random.default_rng(0))
+    save_checkpoint(root / "halves.npz", halves.params, {"model": halves.config.to_dict(),
+                                                         "routing": halves.routing.to_dict()})
     (root / "a-file.txt").write_text("not a folder, not a checkpoint\n")
     (root / "a-folder").mkdir()
     return {"root": root, "run": run_dir, "nan": nan_dir / "checkpoint.npz", "nanrun": nan_dir,
-            "file": root / "a-file.txt", "dir": root / "a-folder",
+            "halves": root / "halves.npz", "file": root / "a-file.txt", "dir": root / "a-folder",
             "missing": root / "no-such-thing", "data": mnist_dir}
 
 
@@ -146,6 +151,7 @@ BAD = [
     ("demo", "--checkpoint {run} --html {missing}/x.html", "does not exist"),
     ("demo", "--checkpoint {run} --html {dir}", "is a folder"),
     ("demo", "--checkpoint {run} --html {root}/x.html --data-dir {dir}", "--html embeds test digits, and"),
+    ("demo", "--checkpoint {halves} --morph {root}/x.gif", "--morph shows VAEs only"),
     # the other tools
     ("inspector", "--batch-size 0", "--batch-size: must be from 1"),
     ("inspector", "--seed -1", "--seed: must be from 0"),

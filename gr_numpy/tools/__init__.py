@@ -7,6 +7,7 @@
   figures.py      a run's figures (python -m gr_numpy.tools.figures)
   inspector.py    routing watched on real gradients (python -m gr_numpy.tools.inspector)
   demo_app.py     the window of `python demo.py`
+  demo_certificates.py  that window on the paper's autoencoder: both certificates' drawings
 
 The model and its training loop import nothing from here; these modules import the model.
 """

@@ -24,6 +24,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.widgets import Button, Slider
 
 from ..data import to_rows
+from ..training import input_rows, model_pixels
 from .files import save_atomically
 
 SIDE = 28                     # images are SIDE x SIDE = D pixels
@@ -131,22 +132,29 @@ def code_stats(model, images=None, labels=None):
     """-> lo, hi (C,), the slider range of each code dim, and prototypes (L, C), a typical code
     of each digit (`Routing.prototypes`), which the keys 0-9 and the morph show.
 
-    images uint8 (N, 28, 28) and labels (N,), normally the MNIST test set. hi is the 99th
-    percentile of each dim over the test codes, lo the 1st (0 on the routed dims with ReLU on z);
-    where a digit's median code is not positive on its group, its prototype takes the middle of
-    the range. Without images: routed dims 0..DEFAULT_MAX, style dims -DEFAULT_MAX..DEFAULT_MAX
-    (their prior is N(0, 1)), every prototype in the middle.
+    model: a VAE, or the paper's autoencoder (its code is linear: signed on every dim). images
+    uint8 (N, 28, 28) and labels (N,), normally the MNIST test set, given to the model in its own
+    pixel range (training.input_rows). hi is the 99th percentile of each dim over the test codes,
+    lo the 1st (0 on the routed dims of a VAE with ReLU on z; the autoencoder's widened to hold
+    0, where Reset puts every slider); where a digit's median code is not positive on its group,
+    its prototype takes the middle of the range. Without images: a VAE's routed dims 0..DEFAULT_MAX,
+    every other dim -DEFAULT_MAX..DEFAULT_MAX (a style dim's prior is N(0, 1)), every prototype
+    in the middle.
     """
-    K, C = model.config.latent, model.config.code_dim
+    K, C = model.routing.routed_dims, model.routing.code_dim
     if images is None or len(images) == 0:
-        lo = np.concatenate([np.zeros(K), np.full(C - K, -DEFAULT_MAX)])
+        lo = np.full(C, -DEFAULT_MAX)
+        if model.kind == "vae":
+            lo[:K] = 0.0
         hi = np.full(C, DEFAULT_MAX)
         codes, labels = np.zeros((0, C)), np.zeros(0, dtype=np.intp)
     else:
-        codes = model.code(to_rows(images))                                 # (N, C)
+        codes = model.code(input_rows(model, images))                       # (N, C)
         hi = np.percentile(codes, 99, axis=0)
         lo = np.percentile(codes, 1, axis=0)
-        if model.config.relu_z:
+        if model.kind == "autoencoder":                # signed dims, each with 0 in its range
+            lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        elif model.config.relu_z:
             lo[:K] = 0.0
         hi = np.where(hi > lo + 1e-6, hi, lo + DEFAULT_MAX)   # a dim that never fires still slides
     return lo, hi, model.routing.prototypes(codes, labels, fallback=(lo + hi) / 2)
@@ -280,15 +288,16 @@ class Demo:
     """The window and its callbacks. Every path ends in `redraw`, which shows
     model.decode(slider values) reshaped to 28 x 28, and the slider values as bars.
 
-    model: a VAE; its routing lays out the sliders and reads the code. images uint8 (N, 28, 28)
-    and labels (N,): the test set, or None (then the random-digit button does nothing and the
-    sliders span 0..DEFAULT_MAX). rng: draws the random test digits. fig: a figure to build in
-    (from pyplot, so it can be shown), or None for a new one.
+    model: a VAE; its routing lays out the sliders and reads the code (the paper's autoencoder
+    has a window built on this one: demo_certificates.CertificateDemo). images uint8
+    (N, 28, 28) and labels (N,): the test set, or None (then the random-digit button does
+    nothing and the sliders span 0..DEFAULT_MAX). rng: draws the random test digits. fig: a
+    figure to build in (from pyplot, so it can be shown), or None for a new one.
     """
 
     def __init__(self, model, images=None, labels=None, rng=None, fig=None):
         self.model, self.routing = model, model.routing
-        self.K, self.S = model.config.latent, model.config.style
+        self.K, self.S = model.routing.routed_dims, model.routing.free_dims
         self.images, self.labels = images, labels
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.lo, self.hi, self.prototypes = code_stats(model, images, labels)
@@ -318,40 +327,49 @@ class Demo:
             self.switch_to(int(self.rng.integers(self.routing.labels)))
 
     # ---------------------------------------------------------------- layout
-    def _image_axes(self, left, title):
-        ax = self.fig.add_axes([left, 0.52, PANEL, PANEL * FIGSIZE[0] / FIGSIZE[1]])  # square
+    BAR_RECT = [0.42, 0.1, 0.56, 0.28]          # the bar chart of the code
+    CLEAR_RECT = [0.85, 0.445, 0.10, 0.045]     # the canvas's Clear button
+    BAR_TITLE = "the code z: a colour per routing group, the group read bright"
+
+    def _image_axes(self, left, title, bottom=0.52, width=PANEL):
+        ax = self.fig.add_axes([left, bottom, width, width * FIGSIZE[0] / FIGSIZE[1]])  # square
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(title, fontsize=10)
         return ax
 
-    def _build_images(self):
-        blank = np.zeros((SIDE, SIDE))
-        self.fig.suptitle("Each slider is one code dim; the decoder draws the digit",
-                          fontsize=13)
-        self.input_ax = self._image_axes(0.40, "input")
-        self.input_im = self.input_ax.imshow(blank, cmap="gray", vmin=0, vmax=1)
-        self.output_ax = self._image_axes(0.605, "decode(sliders)")
-        self.output_im = self.output_ax.imshow(blank, cmap="gray", vmin=0, vmax=1)
-        # The drawing canvas: axes in pixel units of the 28 x 28 field, y pointing down
-        # like an image's rows, so mouse coordinates are stroke coordinates.
-        self.canvas_ax = self._image_axes(0.81, "draw a digit here")
+    def _image_panel(self, left, title, bottom=0.52, width=PANEL):
+        """-> axes and the image in them, blank until redraw, grey levels 0..1."""
+        ax = self._image_axes(left, title, bottom, width)
+        return ax, ax.imshow(np.zeros((SIDE, SIDE)), cmap="gray", vmin=0, vmax=1)
+
+    def _build_canvas(self, left, bottom=0.52, width=PANEL):
+        """The drawing canvas: axes in pixel units of the 28 x 28 field, y pointing down like an
+        image's rows, so mouse coordinates are stroke coordinates."""
+        self.canvas_ax = self._image_axes(left, "draw a digit here", bottom, width)
         self.canvas_ax.set(xlim=(0, SIDE), ylim=(SIDE, 0), facecolor="black")
         self.canvas_ax.set_navigate(False)           # no pan/zoom on the canvas
         # Pen width on screen: 2 * PEN_RADIUS pixels of the field, in points (72 per inch).
-        points_per_pixel = PANEL * FIGSIZE[0] * 72 / SIDE
+        points_per_pixel = width * FIGSIZE[0] * 72 / SIDE
         self.pen_style = dict(PEN_STYLE, linewidth=2 * PEN_RADIUS * points_per_pixel)
+
+    def _build_images(self):
+        self.fig.suptitle("Each slider is one code dim; the decoder draws the digit",
+                          fontsize=13)
+        self.input_ax, self.input_im = self._image_panel(0.40, "input")
+        self.output_ax, self.output_im = self._image_panel(0.605, "decode(sliders)")
+        self._build_canvas(0.81)
         self.status = self.fig.text(0.5875, 0.46, "", ha="center", fontsize=11)
 
     def _build_code_panel(self):
         C = self.K + self.S
-        self.bar_ax = self.fig.add_axes([0.42, 0.1, 0.56, 0.28])
+        self.bar_ax = self.fig.add_axes(self.BAR_RECT)
         self.bars = self.bar_ax.bar(range(C), np.zeros(C), color=self.colours)
         positions, names = code_ticks(self.routing)
         self.bar_ax.set(xticks=positions, xlim=(-0.6, C - 0.4),
                         ylim=(min(self.lo.min(), 0), 1.05 * self.hi.max()))
         self.bar_ax.set_xticklabels(names, fontsize=10 if C <= 20 else 8)
-        title = "the code z: a colour per routing group, the group read bright"
-        self.bar_ax.set_title(title + (", style dims grey" if self.S else ""), fontsize=10)
+        self.bar_ax.set_title(self.BAR_TITLE + (", style dims grey" if self.S else ""),
+                              fontsize=10)
         self.bar_ax.axhline(0, color="black", linewidth=0.8)
 
     def _build_sliders(self):
@@ -390,7 +408,7 @@ class Demo:
         for name, rect, callback in [
                 ("Random test digit", [0.04, 0.16, 0.16, 0.06], self.show_random_digit),
                 ("Reset", [0.22, 0.16, 0.12, 0.06], self.reset),
-                ("Clear", [0.85, 0.445, 0.10, 0.045], self.clear_drawing)]:
+                ("Clear", self.CLEAR_RECT, self.clear_drawing)]:
             button = Button(self.fig.add_axes(rect), name)
             button.on_clicked(callback)
             self.buttons[name] = button
@@ -402,6 +420,19 @@ class Demo:
         connect("button_press_event", self.on_press)
         connect("motion_notify_event", self.on_move)
         connect("button_release_event", self.on_release)
+
+    # ---------------------------------------------------------------- the model's two calls
+    READ_OFF = "mu"              # what the status line says the group is read off
+
+    def encode_input(self, x):
+        """x (1, D) in [0, 1] -> (the code the group is read off, the code the decoder reads),
+        each (1, C): the VAE's mean mu, and its noiseless code."""
+        mu = self.model.encode(model_pixels(self.model, x))
+        return mu, self.model.code_of_mean(mu)
+
+    def picture(self, z):
+        """z (C,) -> the decoder's drawing (SIDE, SIDE), pixels in [0, 1]."""
+        return self.model.decode(z).reshape(SIDE, SIDE)
 
     # ---------------------------------------------------------------- the code and the image
     def slider_values(self):
@@ -423,7 +454,7 @@ class Demo:
         """Decode the slider values and show the image, the bars and the status line.
         Called on every change."""
         z = self.slider_values()                                    # (C,)
-        self.output_im.set_data(self.model.decode(z).reshape(SIDE, SIDE))
+        self.output_im.set_data(self.picture(z))
         # While the sliders hold the input's code, the group read is the model's answer for
         # the input (read off mu); once they move, it is read off the sliders' code.
         holds_input = self.input_code is not None and np.allclose(z, self.input_code, rtol=0,
@@ -454,14 +485,14 @@ class Demo:
         """x (D,) floats in [0, 1]: show it, encode it, and set the sliders to its code
         (routed and style dims both)."""
         x = np.asarray(x, dtype=np.float32).reshape(1, -1)
-        mu = self.model.encode(x)                                # (1, C) the encoder mean
+        mu, code = self.encode_input(x)                          # (1, C) each
         self.input_read = int(self.routing.read_group(mu)[0])    # the model's answer
         self.input_im.set_data(x.reshape(SIDE, SIDE))
         self.input_ax.set_title(title, fontsize=10)
         truth = f"true {label} · " if label is not None else ""
         self.input_text = (f"{truth}predicted {self.group_text(self.input_read)} (largest "
-                           f"group mean of mu)")
-        self.input_code = self.model.code_of_mean(mu)[0]         # what the decoder reads, (C,)
+                           f"group mean of {self.READ_OFF})")
+        self.input_code = code[0]                                # what the decoder reads, (C,)
         self.set_code(self.input_code)
 
     # ---------------------------------------------------------------- buttons and keys
