@@ -41,7 +41,8 @@ PRESETS = {
 
 # The flag that sets each config field (for the message when a resume contradicts its run).
 FLAG_OF = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-           "lr_decay": "--lr-decay", "seed": "--seed", "routed": "--no-routing",
+           "lr_decay": "--lr-decay", "lr_schedule": "--lr-schedule", "warmup": "--warmup",
+           "shift": "--shift", "seed": "--seed", "routed": "--no-routing",
            "val_size": "--val-size", "train_subset": "--train-subset",
            "enc_hidden": "--hidden", "dec_hidden": "--hidden", "dec_act": "--dec-act",
            "kl_weight": "--kl-weight", "l1_weight": "--l1-weight", "style": "--style",
@@ -68,8 +69,19 @@ def build_parser():
     g.add_argument("--batch-size", type=int_in(1, 60_000), help="images per Adam step (128)")
     g.add_argument("--lr", type=float_in(0, 1, lo_open=True),
                    help="Adam learning rate of the first epoch (1e-3)")
+    g.add_argument("--lr-schedule", choices=["exponential", "cosine"],
+                   help="learning rate of epoch e (from 0): exponential, lr * lr_decay^e; "
+                        "cosine, lr * (1 + cos(pi e / epochs)) / 2 (a cosine run extended with "
+                        "--resume follows the new length from there on) (exponential)")
     g.add_argument("--lr-decay", type=float_in(0, 1, lo_open=True),
-                   help="the learning rate is multiplied by this after every epoch (0.95)")
+                   help="the exponential schedule multiplies the learning rate by this after "
+                        "every epoch (0.95)")
+    g.add_argument("--warmup", type=int_in(0, 1000),
+                   help="epochs of linear learning-rate warm-up before the schedule (0)")
+    g.add_argument("--shift", type=int_in(0, 13),
+                   help="augmentation: move each training image by a random -N..N pixels in x "
+                        "and y, a new draw every time it is seen; label-free, seeded, never "
+                        "applied to validation or test images (0: off)")
     g.add_argument("--hidden", help="encoder hidden widths, input side first; the decoder "
                                     "mirrors them (512,256; reference 2048,512)")
     g.add_argument("--dec-act", choices=["relu", "elu"],
@@ -130,7 +142,8 @@ def recipe(args):
 
     chosen = dict(PRESETS[args.preset])
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "lr_decay": args.lr_decay, "seed": args.seed, "val_size": args.val_size,
+             "lr_decay": args.lr_decay, "lr_schedule": args.lr_schedule,
+             "warmup": args.warmup, "shift": args.shift, "seed": args.seed, "val_size": args.val_size,
              "train_subset": args.train_subset, "dec_act": args.dec_act,
              "kl_weight": args.kl_weight, "l1_weight": args.l1_weight, "style": args.style,
              "style_kl_weight": args.style_kl, "style_input": args.style_input,
