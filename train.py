@@ -56,7 +56,7 @@ def build_parser():
     p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     g = p.add_argument_group("recipe (a preset, then the flags given; see --preset)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="starting recipe: default (10 digit dims), style (+ 6 style dims), "
+                   help="starting recipe: default (10 digit dims), style (+ 12 style dims), "
                         "reference (the reference post's recipe) (default: default)")
     g.add_argument("--routing", choices=ROUTING_NAMES,
                    help="which code dims each digit trains; the code's width follows from it: "
@@ -66,20 +66,21 @@ def build_parser():
                    help="ablation: a plain VAE, labels unused during training (the --routing "
                         "layout is still how the code is read)")
     g.add_argument("--epochs", type=int_in(1, 100_000),
-                   help="passes over the training set (default 25; reference 100); may grow "
+                   help="passes over the training set (default 25; style 27; reference 100); may grow "
                         "when resuming, to extend a run")
     g.add_argument("--batch-size", type=int_in(1, 60_000), help="images per Adam step (128)")
     g.add_argument("--lr", type=float_in(0, 1, lo_open=True),
-                   help="Adam learning rate of the first epoch (1e-3)")
+                   help="Adam learning rate of the schedule at epoch 0 (after --warmup, if any) "
+                        "(1e-3; style 2e-3)")
     g.add_argument("--lr-schedule", choices=["exponential", "cosine"],
                    help="learning rate of epoch e (from 0): exponential, lr * lr_decay^e; "
                         "cosine, lr * (1 + cos(pi e / epochs)) / 2 (a cosine run extended with "
-                        "--resume follows the new length from there on) (exponential)")
+                        "--resume follows the new length from there on) (exponential; style cosine)")
     g.add_argument("--lr-decay", type=float_in(0, 1, lo_open=True),
                    help="the exponential schedule multiplies the learning rate by this after "
                         "every epoch (0.95)")
     g.add_argument("--warmup", type=int_in(0, 1000),
-                   help="epochs of linear learning-rate warm-up before the schedule (0)")
+                   help="epochs of linear learning-rate warm-up before the schedule (0; style 1)")
     g.add_argument("--shift", type=int_in(0, 13),
                    help="augmentation: move each training image by a random -N..N pixels in x "
                         "and y, a new draw every time it is seen; label-free, seeded, never "
@@ -97,7 +98,7 @@ def build_parser():
                    help="ablation: no ReLU on the digit code (z = the sample itself)")
     g.add_argument("--style", type=int_in(0, 1000),
                    help="style dims S: unrouted, read by the decoder only multiplied by the digit "
-                        "dims (0; style 6)")
+                        "dims (0; style 12)")
     g.add_argument("--style-kl", type=float_in(0, 1000),
                    help="weight of the style dims' KL term (1; style 2)")
     g.add_argument("--style-input", choices=["outer", "shared"],
