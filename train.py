@@ -66,8 +66,8 @@ def build_parser():
                    help="ablation: a plain VAE, labels unused during training (the --routing "
                         "layout is still how the code is read)")
     g.add_argument("--epochs", type=int_in(1, 100_000),
-                   help="passes over the training set (default 25; style 27; reference 100); may grow "
-                        "when resuming, to extend a run")
+                   help="passes over the training set (default 25; style 27; reference 100); "
+                        "may grow when resuming, to extend a run")
     g.add_argument("--batch-size", type=int_in(1, 60_000), help="images per Adam step (128)")
     g.add_argument("--lr", type=float_in(0, 1, lo_open=True),
                    help="Adam learning rate of the schedule at epoch 0 (after --warmup, if any) "
@@ -75,7 +75,8 @@ def build_parser():
     g.add_argument("--lr-schedule", choices=["exponential", "cosine"],
                    help="learning rate of epoch e (from 0): exponential, lr * lr_decay^e; "
                         "cosine, lr * (1 + cos(pi e / epochs)) / 2 (a cosine run extended with "
-                        "--resume follows the new length from there on) (exponential; style cosine)")
+                        "--resume follows the new length from there on) (exponential; style "
+                        "cosine)")
     g.add_argument("--lr-decay", type=float_in(0, 1, lo_open=True),
                    help="the exponential schedule multiplies the learning rate by this after "
                         "every epoch (0.95)")
