@@ -4,12 +4,12 @@ The step, whole (`train_step`): forward, backward (routed when labels are given)
 The loop (`Trainer`) draws a batch (moved by a random shift of a few pixels if asked:
 `random_shift`, label-free, training batches only) and its noise eps, takes a step at the
 epoch's learning rate (`schedule_of`), and ends each epoch with a validation score and a call to
-`save`. Labels reach the model only when routing, and only
-through `VAE.backward`'s routing mask. All randomness comes from one seeded generator whose
-state is part of the saved position, so a resumed run continues to the same numbers as an
-unbroken one (on the numba backend at any thread count; on the numpy backend at the same thread
-count, since OpenBLAS splits its products by thread count). Reading and writing files is the
-caller's: `train.py` passes a `save` function and loads checkpoints (tools/checkpoint.py).
+`save`. Labels reach the model only when routing, and only through `VAE.backward`'s routing
+mask. All randomness comes from one seeded generator whose state is part of the saved position,
+so a resumed run continues to the same numbers as an unbroken one (on the numba backend at any
+thread count; on the numpy backend at the same thread count, since OpenBLAS splits its products
+by thread count). Reading and writing files is the caller's: `train.py` passes a `save`
+function and loads checkpoints (tools/checkpoint.py).
 """
 
 import math
