@@ -30,9 +30,11 @@ PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss,
     # 0.5 x KL, 25 epochs.
     "default": {},
-    # 6 style dims that reach the decoder only through [z_d, vec(z_d outer z_s)] (docs/style.md),
-    # their KL weighted 2, and an L1 penalty on the digit code; chosen on the validation split.
-    "style": dict(style=6, style_kl_weight=2.0, l1_weight=1.0),
+    # 12 style dims that reach the decoder only through [z_d, vec(z_d outer z_s)] (docs/style.md),
+    # their KL weighted 2, an L1 penalty on the digit code, and Adam 2e-3 on a cosine schedule
+    # after one epoch of warm-up, 27 epochs; chosen on the validation split.
+    "style": dict(style=12, style_kl_weight=2.0, l1_weight=1.0, epochs=27, lr=2e-3,
+                  lr_schedule="cosine", warmup=1),
     # The reference post's recipe: 784-2048-512-10, ReLU everywhere, 0.3 * SSE + its KL-like
     # term mean_k(mu^2 + exp(logvar) - logvar), which is 0.2 * KL + 1 for K = 10, 100 epochs.
     "reference": dict(enc_hidden=(2048, 512), dec_hidden=(512, 2048), dec_act="relu",
@@ -59,7 +61,8 @@ VAE_ONLY = {"dec_act": "--dec-act", "kl_weight": "--kl-weight", "l1_weight": "--
 
 # The flag that sets each config field (for the message when a resume contradicts its run).
 FLAG_OF = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-           "lr_decay": "--lr-decay", "seed": "--seed", "routed": "--no-routing",
+           "lr_decay": "--lr-decay", "lr_schedule": "--lr-schedule", "warmup": "--warmup",
+           "shift": "--shift", "seed": "--seed", "routed": "--no-routing",
            "val_size": "--val-size", "train_subset": "--train-subset",
            "enc_hidden": "--hidden", "dec_hidden": "--hidden", "dec_act": "--dec-act",
            "kl_weight": "--kl-weight", "l1_weight": "--l1-weight", "style": "--style",
@@ -71,7 +74,7 @@ def build_parser():
     p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     g = p.add_argument_group("recipe (a preset, then the flags given; see --preset)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="starting recipe: default (10 digit dims), style (+ 6 style dims), "
+                   help="starting recipe: default (10 digit dims), style (+ 12 style dims), "
                         "reference (the reference post's recipe), halves (the Gradient Routing "
                         "paper's autoencoder with certificate decoders, scaled down), "
                         "halves-paper (the same at the paper's sizes) (default: default)")
@@ -83,13 +86,26 @@ def build_parser():
                    help="ablation: a plain VAE, labels unused during training (the --routing "
                         "layout is still how the code is read)")
     g.add_argument("--epochs", type=int_in(1, 100_000),
-                   help="passes over the training set (default 25; reference 100); may grow "
-                        "when resuming, to extend a run")
+                   help="passes over the training set (default 25; style 27; reference 100); "
+                        "may grow when resuming, to extend a run")
     g.add_argument("--batch-size", type=int_in(1, 60_000), help="images per Adam step (128)")
     g.add_argument("--lr", type=float_in(0, 1, lo_open=True),
-                   help="Adam learning rate of the first epoch (1e-3)")
+                   help="Adam learning rate of the schedule at epoch 0 (after --warmup, if any) "
+                        "(1e-3; style 2e-3)")
+    g.add_argument("--lr-schedule", choices=["exponential", "cosine"],
+                   help="learning rate of epoch e (from 0): exponential, lr * lr_decay^e; "
+                        "cosine, lr * (1 + cos(pi e / epochs)) / 2 (a cosine run extended with "
+                        "--resume follows the new length from there on) (exponential; style "
+                        "cosine)")
     g.add_argument("--lr-decay", type=float_in(0, 1, lo_open=True),
-                   help="the learning rate is multiplied by this after every epoch (0.95)")
+                   help="the exponential schedule multiplies the learning rate by this after "
+                        "every epoch (0.95)")
+    g.add_argument("--warmup", type=int_in(0, 1000),
+                   help="epochs of linear learning-rate warm-up before the schedule (0; style 1)")
+    g.add_argument("--shift", type=int_in(0, 13),
+                   help="augmentation: move each training image by a random -N..N pixels in x "
+                        "and y, a new draw every time it is seen; label-free, seeded, never "
+                        "applied to validation or test images (0: off)")
     g.add_argument("--hidden", help="encoder hidden widths, input side first; the decoder "
                                     "mirrors them (512,256; reference 2048,512)")
     g.add_argument("--dec-act", choices=["relu", "elu"],
@@ -103,7 +119,7 @@ def build_parser():
                    help="ablation: no ReLU on the digit code (z = the sample itself)")
     g.add_argument("--style", type=int_in(0, 1000),
                    help="style dims S: unrouted, read by the decoder only multiplied by the digit "
-                        "dims (0; style 6)")
+                        "dims (0; style 12)")
     g.add_argument("--style-kl", type=float_in(0, 1000),
                    help="weight of the style dims' KL term (1; style 2)")
     g.add_argument("--style-input", choices=["outer", "shared"],
@@ -151,7 +167,8 @@ def recipe(args):
     chosen = dict(PRESETS[args.preset])
     kind = chosen.pop("model", "vae")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "lr_decay": args.lr_decay, "seed": args.seed, "val_size": args.val_size,
+             "lr_decay": args.lr_decay, "lr_schedule": args.lr_schedule,
+             "warmup": args.warmup, "shift": args.shift, "seed": args.seed, "val_size": args.val_size,
              "train_subset": args.train_subset, "dec_act": args.dec_act,
              "kl_weight": args.kl_weight, "l1_weight": args.l1_weight, "style": args.style,
              "style_kl_weight": args.style_kl, "style_input": args.style_input,

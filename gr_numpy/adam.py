@@ -3,8 +3,11 @@ optional decoupled weight decay (AdamW, Loshchilov & Hutter 2019).
 
 The optimiser's state is three plain things (m, v, t) so a checkpoint can save and restore it
 exactly. The learning rate is passed to every `step`, which is the schedule hook: the training
-loop asks a schedule such as `exponential_decay` for the rate of the current epoch.
+loop asks a schedule (`exponential_decay`, `cosine_decay`, either behind `linear_warmup`) for
+the rate of the current epoch.
 """
+
+import math
 
 import numpy as np
 
@@ -60,6 +63,27 @@ class Adam:
         self.t = int(state["t"])
 
 
+# Schedules: functions epoch -> learning rate, epochs counted from 0; the rate holds for a whole
+# epoch.
 def exponential_decay(lr0, gamma):
-    """Schedule: epoch -> lr0 * gamma ** epoch (epochs counted from 0)."""
+    """Schedule: epoch -> lr0 * gamma ** epoch."""
     return lambda epoch: lr0 * gamma ** epoch
+
+
+def cosine_decay(lr0, epochs):
+    """Schedule: half a cosine from lr0 at epoch 0 towards 0 after `epochs` epochs,
+
+        lr(e) = lr0 * (1 + cos(pi * e / epochs)) / 2,
+
+    so the last epoch (e = epochs - 1) still trains, at a small rate."""
+    return lambda epoch: lr0 * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def linear_warmup(schedule, warmup):
+    """Schedule: the first `warmup` epochs climb linearly to schedule(warmup), at
+    (e + 1) / (warmup + 1) of it; from epoch `warmup` on, schedule(e) itself."""
+    def lr(epoch):
+        if epoch < warmup:
+            return schedule(warmup) * (epoch + 1) / (warmup + 1)
+        return schedule(epoch)
+    return lr

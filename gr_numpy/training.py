@@ -1,13 +1,15 @@
 """The training step and loop, evaluation, and the position that lets a run stop and resume exactly.
 
 The step, whole (`train_step`): forward, backward (routed when labels are given), one Adam step.
-The loop (`Trainer`) draws a batch and its noise eps, takes a step, and ends each epoch with a
-validation score and a call to `save`. Labels reach the model only when routing, and only
-through `VAE.backward`'s routing mask. All randomness comes from one seeded generator whose
-state is part of the saved position, so a resumed run continues to the same numbers as an
-unbroken one (on the numba backend at any thread count; on the numpy backend at the same thread
-count, since OpenBLAS splits its products by thread count). Reading and writing files is the
-caller's: `train.py` passes a `save` function and loads checkpoints (tools/checkpoint.py).
+The loop (`Trainer`) draws a batch (moved by a random shift of a few pixels if asked:
+`random_shift`, label-free, training batches only) and its noise eps, takes a step at the
+epoch's learning rate (`schedule_of`), and ends each epoch with a validation score and a call to
+`save`. Labels reach the model only when routing, and only through `VAE.backward`'s routing
+mask. All randomness comes from one seeded generator whose state is part of the saved position,
+so a resumed run continues to the same numbers as an unbroken one (on the numba backend at any
+thread count; on the numpy backend at the same thread count, since OpenBLAS splits its products
+by thread count). Reading and writing files is the caller's: `train.py` passes a `save`
+function and loads checkpoints (tools/checkpoint.py).
 """
 
 import math
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .adam import Adam, exponential_decay
+from .adam import Adam, cosine_decay, exponential_decay, linear_warmup
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .data import to_rows
 from .model import VAE, VAEConfig
@@ -32,12 +34,53 @@ class TrainConfig:
     epochs: int = 25
     batch_size: int = 128
     lr: float = 1e-3
-    lr_decay: float = 0.95        # lr of epoch e (from 0) is lr * lr_decay ** e
+    lr_schedule: str = "exponential"  # lr of epoch e (from 0): "exponential" lr * lr_decay ** e,
+                                      # "cosine" lr * (1 + cos(pi * e / epochs)) / 2 (adam.py)
+    lr_decay: float = 0.95        # the exponential schedule's factor per epoch
+    warmup: int = 0               # epochs of linear warm-up before the schedule (0: none)
+    shift: int = 0                # augmentation: move each training image by up to this many
+                                  # pixels in x and y, at random (0: none; never at evaluation)
     seed: int = 0
     routed: bool = True           # pass labels to the backward pass (False: a plain VAE)
     val_size: int = 5000          # the last val_size of the 60k training images
     train_subset: int = 0         # train on only the first n training images (0: all of them)
     weight_decay: float = 0.0     # AdamW's decoupled decay (the paper's autoencoder: 5e-5)
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig: lr_schedule must be one of {sorted(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
+        if self.warmup < 0 or self.shift < 0:
+            raise ValueError(f"TrainConfig: warmup and shift must be >= 0, got {self.warmup}, "
+                             f"{self.shift}")
+
+
+LR_SCHEDULES = ("exponential", "cosine")
+
+
+def schedule_of(tcfg):
+    """The learning rate of each epoch, as TrainConfig describes it: epoch (from 0) -> lr."""
+    if tcfg.lr_schedule == "cosine":
+        schedule = cosine_decay(tcfg.lr, tcfg.epochs)
+    else:
+        schedule = exponential_decay(tcfg.lr, tcfg.lr_decay)
+    return linear_warmup(schedule, tcfg.warmup) if tcfg.warmup else schedule
+
+
+def random_shift(images, max_shift, rng):
+    """Label-free augmentation: images (B, H, W) -> (B, H, W), each image moved by its own
+    whole-pixel offset (dy, dx), both drawn uniformly from -max_shift..max_shift; pixels moved
+    in from outside the frame are 0 and ink moved out of it is lost.
+
+        out[b, i, j] = images[b, i - dy[b], j - dx[b]]   (0 where that is off the image)
+    """
+    B, H, W = images.shape
+    s = max_shift
+    padded = np.pad(images, ((0, 0), (s, s), (s, s)))            # (B, H + 2s, W + 2s) zero frame
+    dy, dx = rng.integers(-s, s + 1, size=(2, B))                 # (B,) each
+    rows = (s - dy)[:, None] + np.arange(H)                       # (B, H) padded row of out row i
+    cols = (s - dx)[:, None] + np.arange(W)                       # (B, W)
+    return padded[np.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 # The signals that stop a run cleanly (SIGHUP does not exist on Windows).
@@ -173,7 +216,7 @@ class Trainer:
         self.rng = np.random.default_rng(train_config.seed)
         self.model = build_model(model_config, rng=self.rng, routing=self.routing)
         self.opt = Adam(self.model.params, weight_decay=train_config.weight_decay)
-        self.schedule = exponential_decay(train_config.lr, train_config.lr_decay)
+        self.schedule = schedule_of(train_config)
         self.train_images, self.train_labels = train_images, train_labels
         self.val_images, self.val_labels = val_images, val_labels
         self.save = (lambda trainer: None) if save is None else save
@@ -263,7 +306,10 @@ class Trainer:
         show_progress = sys.stdout.isatty()
         while self.step < steps:
             idx = self.perm[self.step * tcfg.batch_size:(self.step + 1) * tcfg.batch_size]
-            x = input_rows(self.model, self.train_images[idx])               # (B, 784)
+            images = self.train_images[idx]                                 # (B, 28, 28)
+            if tcfg.shift:                            # augmentation: training batches only
+                images = random_shift(images, tcfg.shift, self.rng)
+            x = input_rows(self.model, images)                               # (B, 784)
             labels = self.train_labels[idx].astype(np.intp) if tcfg.routed else None
             eps = None
             if C:

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from gr_numpy.adam import Adam, exponential_decay
+from gr_numpy.adam import Adam, cosine_decay, exponential_decay, linear_warmup
 from gr_numpy.model import VAE, VAEConfig, layer_shapes
 from gr_numpy.routing import Routing, halves, one_per_digit, two_per_digit
+from gr_numpy.training import TrainConfig, schedule_of
 
 
 @pytest.fixture
@@ -228,6 +229,33 @@ def test_adam_matches_the_textbook_recurrence_and_restores_its_state():
 def test_exponential_decay():
     schedule = exponential_decay(1e-3, 0.95)
     assert schedule(0) == 1e-3 and schedule(2) == pytest.approx(1e-3 * 0.95 ** 2)
+
+
+def test_cosine_decay_by_hand():
+    # 4 epochs: (1 + cos(pi e / 4)) / 2 = 1, (2 + sqrt 2) / 4, 1/2, (2 - sqrt 2) / 4.
+    schedule = cosine_decay(2e-3, 4)
+    expected = [2e-3, 2e-3 * (2 + 2 ** 0.5) / 4, 1e-3, 2e-3 * (2 - 2 ** 0.5) / 4]
+    np.testing.assert_allclose([schedule(e) for e in range(4)], expected, rtol=1e-12)
+    assert schedule(3) > 0                      # the last epoch still trains
+
+
+def test_linear_warmup_climbs_to_the_schedule_then_follows_it():
+    schedule = linear_warmup(exponential_decay(1e-3, 0.5), 3)
+    # Epochs 0, 1, 2 climb to 1/4, 2/4, 3/4 of the schedule's rate at epoch 3 (1e-3 * 0.5^3);
+    # from epoch 3 on, the schedule itself.
+    expected = [1.25e-4 / 4, 1.25e-4 / 2, 1.25e-4 * 3 / 4, 1.25e-4, 6.25e-5]
+    np.testing.assert_allclose([schedule(e) for e in range(5)], expected, rtol=1e-12)
+
+
+def test_train_config_builds_the_schedule_it_names():
+    rates = lambda tcfg: [schedule_of(tcfg)(e) for e in range(3)]
+    assert rates(TrainConfig()) == [1e-3, 1e-3 * 0.95, 1e-3 * 0.95 ** 2]    # the default
+    np.testing.assert_allclose(rates(TrainConfig(lr_schedule="cosine", epochs=2, warmup=1)),
+                               [1e-3 * 0.5 / 2, 1e-3 * 0.5, 1e-3 * 0.0], atol=1e-18)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="warmup and shift"):
+        TrainConfig(shift=-1)
 
 
 def test_numba_and_numpy_backends_agree_on_the_whole_model():

@@ -15,7 +15,8 @@ from gr_numpy.data import load_mnist, to_rows
 from gr_numpy.routing import halves, one_per_digit, two_per_digit
 from gr_numpy.model import VAEConfig
 from gr_numpy.model import VAE
-from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged, evaluate
+from gr_numpy import training
+from gr_numpy.training import Trainer, TrainConfig, TrainingDiverged, evaluate, random_shift
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = VAEConfig(enc_hidden=(32,), dec_hidden=(32,))
@@ -32,9 +33,9 @@ def mnist(mnist_dir):
     return images[:1200], labels[:1200], images[-500:], labels[-500:]
 
 
-def make_trainer(mnist, out, epochs=2, seed=3, routed=True, config=SMALL, routing=None):
+def make_trainer(mnist, out, epochs=2, seed=3, routed=True, config=SMALL, routing=None, **train):
     """A Trainer that saves to out/checkpoint.npz, as train.py's does."""
-    tcfg = TrainConfig(epochs=epochs, batch_size=100, seed=seed, routed=routed)
+    tcfg = TrainConfig(epochs=epochs, batch_size=100, seed=seed, routed=routed, **train)
     path = Path(out) / "checkpoint.npz"
     Path(out).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, tcfg, *mnist, routing=routing, log=lambda line: None,
@@ -74,6 +75,72 @@ def test_routing_is_what_aligns_the_latent_with_the_labels(mnist_dir, tmp_path):
     routed.run()
     plain.run()
     assert routed.history[-1]["val_acc"] > plain.history[-1]["val_acc"] + 0.2
+
+
+# --------------------------------------------------------------------- augmentation
+def shifted_by_slicing(image, dy, dx):
+    """The twin of random_shift for one image and a known offset: copy the overlap, 0 elsewhere."""
+    H, W = image.shape
+    out = np.zeros_like(image)
+    out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+        image[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
+    return out
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_keeps_its_shape():
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    out = random_shift(images, 3, np.random.default_rng(5))
+    dy, dx = np.random.default_rng(5).integers(-3, 4, size=(2, 40))     # the same draws
+    assert out.shape == images.shape and out.dtype == images.dtype
+    for b in range(40):
+        np.testing.assert_array_equal(out[b], shifted_by_slicing(images[b], dy[b], dx[b]))
+    assert len(set(zip(dy, dx))) > 10                 # each image draws its own offset
+    # By hand: a lit pixel at (14, 14) lands on (14 + dy, 14 + dx); one in the corner may leave.
+    dot = np.zeros((1, 28, 28), np.uint8)
+    dot[0, 14, 14] = 255
+    moved = random_shift(dot, 2, np.random.default_rng(1))
+    dy, dx = np.random.default_rng(1).integers(-2, 3, size=(2, 1))
+    assert moved.sum() == 255 and moved[0, 14 + dy[0], 14 + dx[0]] == 255
+
+
+def test_shift_touches_training_batches_only_drawn_from_the_seed_not_the_labels(mnist, tmp_path,
+                                                                                 monkeypatch):
+    seen, shifted = [], []               # the x of every training step; every batch shifted
+    step, shift = training.train_step, training.random_shift
+
+    def recording_step(model, opt, x, labels, eps, lr):
+        seen.append(x.copy())
+        return step(model, opt, x, labels, eps, lr)
+
+    def recording_shift(images, max_shift, rng):
+        shifted.append(images.shape)
+        return shift(images, max_shift, rng)
+
+    monkeypatch.setattr(training, "train_step", recording_step)
+    monkeypatch.setattr(training, "random_shift", recording_shift)
+
+    def batches(labels=mnist[1], seed=3, shift=2):
+        seen.clear(), shifted.clear()
+        data = (mnist[0], labels, mnist[2], mnist[3])
+        assert make_trainer(data, tmp_path / f"s{seed}-{shift}", epochs=1, seed=seed,
+                            shift=shift).run()
+        return list(seen), list(shifted)
+
+    x, calls = batches()
+    # Training batches only: one call per step (12 of 100 images), none for the validation
+    # score that ends the epoch; and none at all with shift 0.
+    assert calls == [(100, 28, 28)] * 12
+    plain, no_calls = batches(shift=0)
+    assert no_calls == [] and x[0].shape == plain[0].shape == (100, 784)
+    assert not np.array_equal(x[0], plain[0])            # same images, moved
+    np.testing.assert_allclose(x[0].sum(), plain[0].sum(), rtol=0.02)   # ink kept, nearly all
+    # Label-free: other labels change the model, not one pixel of what it is shown.
+    other_labels, _ = batches(labels=(mnist[1] + 1) % 10)
+    assert all(np.array_equal(a, b) for a, b in zip(x, other_labels))
+    # Seeded: the same seed gives the same shifts, another seed others.
+    again, other_seed = batches()[0], batches(seed=4)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(x, again))
+    assert not np.array_equal(x[0], other_seed[0])
 
 
 # --------------------------------------------------------------------- resume and checkpoints
