@@ -321,7 +321,8 @@ def child(args):
     from gr_numpy.backend import ops
     from gr_numpy.adam import Adam
     from gr_numpy.model import VAE
-    ops.set_backend(args.backend)
+    if not args.backend.startswith("torch-"):
+        ops.set_backend(args.backend)
     result = {}
     if args.child == "startup":
         model = VAE(model_config(args.preset), rng=np.random.default_rng(0))
