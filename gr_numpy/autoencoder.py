@@ -203,10 +203,8 @@ class Autoencoder:
         """The forward pass in reverse. labels (N,) turns routing on; None is a plain autoencoder."""
         grads = {}
         dz = self.decoder_backward(cache["dy"], cache, "", grads)         # (N, C) dL_recon/dz
-        dz_cert = np.zeros_like(dz)                                        # (N, C) dL_cert/dz
-        for g, dims in enumerate(self.routing.groups):
-            dz_cert[:, dims] = self.decoder_backward(cache["dy_cert"][g], cache, f"cert{g}.",
-                                                     grads)
+        for g in range(len(self.routing.groups)):  # the certificates: weight gradients only
+            self.decoder_backward(cache["dy_cert"][g], cache, f"cert{g}.", grads, need_dx=False)
 
         # ---------------------------------------------------------------- GRADIENT ROUTING
         # The same line as in VAE.backward: keep, in row n of dL_recon/dz, only the columns
@@ -217,20 +215,21 @@ class Autoencoder:
         # ----------------------------------------------------------------------------------
 
         # The certificates read the code as a constant (PyTorch: z.detach()): routing with an
-        # all-zero mask, every image, every dim. Their dL/dz is computed only to be masked here.
-        dz = dz + dz_cert * np.zeros_like(dz_cert)                         # (N, C), adds 0
+        # all-zero mask, every image, every dim. Their dL/dz would be multiplied by 0 here, so
+        # decoder_backward above does not compute it (need_dx=False): nothing of it is added.
 
         dz = dz + cache["dz_reg"]                  # L1 and correlation: unrouted, like the KL
         self.encoder_backward(dz, cache, grads)
         return grads
 
-    def decoder_backward(self, dy, cache, prefix, grads):
-        """dL/dy (N, D) -> dL/d(input) (N, C or C / 2); fills that decoder's entries of grads."""
+    def decoder_backward(self, dy, cache, prefix, grads, need_dx=True):
+        """dL/dy (N, D) -> dL/d(input) (N, C or C / 2), or None if not need_dx; fills that
+        decoder's entries of grads."""
         dh, grads[prefix + "out.W"], grads[prefix + "out.b"] = linear_backward(dy,
                                                                              cache[prefix + "out"])
         for i in reversed(range(len(self.config.dec_hidden))):
             dh, grads[f"{prefix}dec{i}.W"], grads[f"{prefix}dec{i}.b"] = linear_relu_backward(
-                dh, cache[prefix + "dec"][i])
+                dh, cache[prefix + "dec"][i], need_dx=need_dx or i > 0)
         return dh
 
     def encoder_backward(self, dz, cache, grads):

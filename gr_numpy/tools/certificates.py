@@ -29,14 +29,15 @@ def certificate_lines(scores):
     return lines
 
 
-def _examples(labels, per_digit=2):
-    """The indices of the first per_digit test images of each digit, digit by digit."""
-    return np.concatenate([np.flatnonzero(labels == d)[:per_digit] for d in range(10)])
+def _examples(routing, labels, per_digit=2):
+    """The indices of the first per_digit test images of each label, label by label."""
+    return np.concatenate([np.flatnonzero(labels == d)[:per_digit]
+                           for d in range(routing.labels)])
 
 
 def plot_certificates(ax_grid, model, images, labels, title):
     """Rows: test digits, the main reconstruction, certificate first, certificate second."""
-    idx = _examples(labels)
+    idx = _examples(model.routing, labels)
     x = input_rows(model, images[idx])
     z = model.encode(x)
     rows = [("input", x), ("decoder", model.decode(z))]
@@ -54,14 +55,16 @@ def plot_certificates(ax_grid, model, images, labels, title):
     ax_grid[0, len(idx) // 2].set_title(title, fontsize=9)
 
 
-def plot_mae_bars(ax, scores, title):
+def plot_mae_bars(ax, routing, scores, title):
     """Bars of MAE per digit: the main decoder and each certificate; a line between the groups."""
     width = 0.27
-    digits = np.arange(10)
+    digits = np.arange(routing.labels)
     for i, (name, label) in enumerate((("decoder", "decoder"), ("first", "certificate, first half"),
                                        ("second", "certificate, second half"))):
         ax.bar(digits + (i - 1) * width, scores["per_digit"][name], width, label=label)
-    ax.axvline(4.5, color="black", ls=":")
+    for label in range(1, routing.labels):             # where one routing group ends
+        if routing.label_group[label] != routing.label_group[label - 1]:
+            ax.axvline(label - 0.5, color="black", ls=":")
     ax.set_xticks(digits)
     ax.set_xlabel("digit")
     ax.set_ylabel("test MAE (pixels in [-1, 1])")
@@ -78,7 +81,7 @@ def write_certificate_figures(model, images, labels, scores, out, title="this ru
 
     runs = [(title, model, scores)] + ([control] if control is not None else [])
     out = Path(out)
-    n = len(_examples(labels))
+    n = len(_examples(model.routing, labels))
     fig, axes = plt.subplots(4 * len(runs) + len(runs) - 1, n, figsize=(n * 0.55, 2.4 * len(runs)),
                              squeeze=False)
     for k, (name, m, _) in enumerate(runs):
@@ -91,8 +94,8 @@ def write_certificate_figures(model, images, labels, scores, out, title="this ru
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.4), squeeze=False)
-    for ax, (name, _, s) in zip(axes[0], runs):
-        plot_mae_bars(ax, s, name)
+    for ax, (name, m, s) in zip(axes[0], runs):
+        plot_mae_bars(ax, m.routing, s, name)
     top = max(max(max(v) for v in s["per_digit"].values()) for _, _, s in runs)
     for ax in axes[0]:
         ax.set_ylim(0, top * 1.1)
