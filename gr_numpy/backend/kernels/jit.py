@@ -1,6 +1,6 @@
 """How every kernel is compiled and run: the Numba options, the thread rule, and the register tile.
 
-The one place that sets Numba options (`_jit`), the rule that runs small problems on the calling
+The one place that sets Numba options (`_jit`, and full-width vectors on AVX-512), the rule that runs small problems on the calling
 thread (`_run`), and `_register_tile`, the stack array LLVM can keep in registers. The kernels in
 products.py, vecmath.py and elementwise.py all go through these.
 """
@@ -21,6 +21,19 @@ import numpy as np
 # instruction (FMA), rounded once instead of twice. That doubles the arithmetic per instruction and
 # changes results in the last bit; tests/test_kernels.py pins what it changes (agreement with NumPy
 # within a stated tolerance, and a product whose exact answer only a fused multiply-add gives).
+# Full-width vectors on AVX-512. LLVM's tuning for Intel's AVX-512 CPUs (Skylake-X to Emerald
+# Rapids) says "prefer-256-bit": its vectorisers then build 8-float ymm vectors, and the products'
+# register tile runs on half of each FMA unit. The products are nothing but FMAs, so the tuning is
+# turned off here, once, before anything is compiled: a feature string of "-prefer-256-bit" after
+# the host's own features (an AMD AVX-512 CPU has no such tuning; the flag changes nothing there).
+# It is part of the feature string, so it is part of the cache key too. NUMBA_CPU_FEATURES, when
+# set, is left as it is (`python -m bench --isa avx2` compiles for an AVX2 CPU that way).
+if numba.config.CPU_FEATURES is None:
+    from numba.core.codegen import get_host_cpu_features
+    _features = get_host_cpu_features()
+    if "+avx512f" in _features.split(","):
+        numba.config.CPU_FEATURES = _features + ",-prefer-256-bit"
+
 _NUMBA_OPTIONS = {"cache": True, "error_model": "numpy", "fastmath": False}
 _PRODUCT_OPTIONS = {**_NUMBA_OPTIONS, "fastmath": {"contract"}}
 

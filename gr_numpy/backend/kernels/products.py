@@ -37,9 +37,11 @@ from .vecmath import _expm1
 # in flight). Every element is the same chain of FMAs over k whatever the tile, so the tile changes
 # the speed only, never a result.
 TILES = {  # float32 (rows, columns), and why
-    # 32 zmm registers of 16 floats: 8 accumulators + 4 broadcasts + 1 = 13. Measured on an
-    # AVX-512 CPU at 0.85-1.24x OpenBLAS; larger tiles fit too, and were not measured.
-    "avx512": (4, 32),
+    # 32 zmm registers of 16 floats: 16 accumulators + 8 broadcasts + 1 = 25. Measured on an
+    # Intel AVX-512 CPU (one thread, the twelve products of a default step, each tile against
+    # OpenBLAS in the same run, three rounds): 8 x 32 at 0.84-0.96x OpenBLAS; 5, 6, 7 x 32 at
+    # 0.78-0.87x; 4 x 32 and 4 x 48 at 0.77-0.83x; 8 x 16 and 12 x 16 at 0.61-0.69x.
+    "avx512": (8, 32),
     # 16 ymm registers of 8 floats: 10 accumulators + 5 broadcasts + 1 = 16. Measured on an AVX2
     # CPU against 4 x 16 and 3 x 24 (about 4% and 7% slower) and 6 x 16 and 4 x 24 (BLIS's and
     # OpenBLAS's shapes; 19 and 17 registers, so here they spill and run 3 to 5 times slower).
@@ -95,7 +97,7 @@ TILE = TILES[ISA]
 #      _MR rows at a time, when its rows are contiguous; otherwise (x.T) its row tiles are first
 #      copied into apack[it, r, k] = a[_MR it + r, k].
 #   2. The micro-kernel (_tile_product). Output tile (it, jt), _MR x _NR numbers, lives in `acc`,
-#      which LLVM keeps in registers (4 x 32 on AVX-512: 8 zmm registers in float32). For each k
+#      which LLVM keeps in registers (8 x 32 on AVX-512: 16 zmm registers in float32). For each k
 #      it reads _MR numbers of a and _NR of b and does _MR x _NR multiply-adds:
 #      acc[r, :] += a[_MR it + r, k] * bpack[jt, k, :]. The loop over the _NR columns becomes
 #      _NR / width vector FMA instructions per row (two 16-wide ones per row on AVX-512).
