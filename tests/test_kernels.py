@@ -276,6 +276,21 @@ if JIT_ENABLED and platform.machine() in ("x86_64", "AMD64"):
         if runs:
             assert probe["close"] and probe["same_bits"], probe
 
+    # The build for this host itself, as train.py gets it. LLVM's tuning for Intel's AVX-512
+    # CPUs prefers 256-bit vectors, which ran this tile on ymm registers (half of each FMA unit)
+    # until jit.py turned the tuning off; on an AVX-512 host the loop must be zmm FMAs.
+    def test_native_build_uses_the_widest_vectors_in_subprocess(tmp_path):
+        assert not any(k.startswith("NUMBA_CPU_") for k in os.environ), "unset NUMBA_CPU_*"
+        result = run_python(["-c", ISA_PROBE.replace("RUN", "False")],
+                            NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        probe = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+        register = "zmm" if _host_has("avx512f") else "ymm"
+        rows, cols = products.TILES[probe["isa"]]
+        width = 16 if register == "zmm" else 8
+        fmas = re.findall(rf"vfmadd\w+ps\s+%{register}", probe["loop"])
+        assert len(fmas) >= rows * cols // width, probe["loop"]
+
 
 # ---------------------------------------------------------------- fused forward passes
 
