@@ -54,16 +54,16 @@ PRESETS = {
                          weight_decay=5e-5),
 }
 
-# Flags that set a VAE's fields, refused with an autoencoder preset (it has no KL, style, ...).
+# Flags only a VAE has, refused with an autoencoder preset (it has no KL, style, ...).
 VAE_ONLY = {"dec_act": "--dec-act", "kl_weight": "--kl-weight", "l1_weight": "--l1-weight",
             "style": "--style", "style_kl_weight": "--style-kl", "style_input": "--style-input",
-            "relu_z": "--no-relu-z"}
+            "relu_z": "--no-relu-z", "kl_warmup": "--kl-warmup"}
 
 # The flag that sets each config field (for the message when a resume contradicts its run).
 FLAG_OF = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
            "lr_decay": "--lr-decay", "lr_schedule": "--lr-schedule", "warmup": "--warmup",
-           "shift": "--shift", "seed": "--seed", "routed": "--no-routing",
-           "val_size": "--val-size", "train_subset": "--train-subset",
+           "kl_warmup": "--kl-warmup", "shift": "--shift", "seed": "--seed",
+           "routed": "--no-routing", "val_size": "--val-size", "train_subset": "--train-subset",
            "enc_hidden": "--hidden", "dec_hidden": "--hidden", "dec_act": "--dec-act",
            "kl_weight": "--kl-weight", "l1_weight": "--l1-weight", "style": "--style",
            "style_kl_weight": "--style-kl", "style_input": "--style-input",
@@ -102,6 +102,9 @@ def build_parser():
                         "every epoch (0.95)")
     g.add_argument("--warmup", type=int_in(0, 1000),
                    help="epochs of linear learning-rate warm-up before the schedule (0; style 1)")
+    g.add_argument("--kl-warmup", type=int_in(0, 1000),
+                   help="epochs over which both KL weights climb linearly to their values, at "
+                        "(e + 1) / (N + 1) of them in epoch e (0: none)")
     g.add_argument("--shift", type=int_in(0, 13),
                    help="augmentation: move each training image by a random -N..N pixels in x "
                         "and y, a new draw every time it is seen; label-free, seeded, never "
@@ -168,8 +171,9 @@ def recipe(args):
     kind = chosen.pop("model", "vae")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "lr_decay": args.lr_decay, "lr_schedule": args.lr_schedule,
-             "warmup": args.warmup, "shift": args.shift, "seed": args.seed, "val_size": args.val_size,
-             "train_subset": args.train_subset, "dec_act": args.dec_act,
+             "warmup": args.warmup, "kl_warmup": args.kl_warmup, "shift": args.shift,
+             "seed": args.seed, "val_size": args.val_size, "train_subset": args.train_subset,
+             "dec_act": args.dec_act,
              "kl_weight": args.kl_weight, "l1_weight": args.l1_weight, "style": args.style,
              "style_kl_weight": args.style_kl, "style_input": args.style_input,
              "routing": args.routing}
