@@ -279,7 +279,8 @@ SMALL_FLAGS = ("--hidden", "16", "--epochs", "1", "--train-subset", "500", "--va
     (("--hidden", "8"), "trained with --hidden 16, this command gives --hidden 8"),
     (("--routing", "halves"), "trained with --routing one-per-digit, this command gives "
                               "--routing halves"),
-    (("--preset", "style"), "trained with --l1-weight 0.0, this command gives --l1-weight 1.0"),
+    (("--preset", "style"), "trained with --kl-weight 0.5, this command gives --kl-weight 0.25"),
+    (("--kl-warmup", "2"), "trained with --kl-warmup 0, this command gives --kl-warmup 2"),
     (("--style", "2"), "trained with --style 0, this command gives --style 2"),
     (("--seed", "4"), "--seed 0, this command gives --seed 4"),
 ])
