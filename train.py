@@ -30,11 +30,12 @@ PRESETS = {
     # Found by measurement (docs/experiments.md): ELU decoder without hidden biases, BCE loss,
     # 0.5 x KL, 25 epochs.
     "default": {},
-    # 12 style dims that reach the decoder only through [z_d, vec(z_d outer z_s)] (docs/style.md),
-    # their KL weighted 2, an L1 penalty on the digit code, and Adam 2e-3 on a cosine schedule
-    # after one epoch of warm-up, 27 epochs; chosen on the validation split.
-    "style": dict(style=12, style_kl_weight=2.0, l1_weight=1.0, epochs=27, lr=2e-3,
-                  lr_schedule="cosine", warmup=1),
+    # 8 style dims that reach the decoder only through [z_d, vec(z_d outer z_s)] (docs/style.md),
+    # their KL weighted 1 and the digit dims' 0.25, both KL weights climbing over 5 epochs, an L1
+    # penalty on the digit code, and Adam 2e-3 on a cosine schedule after one epoch of warm-up,
+    # 27 epochs; chosen on the validation split (docs/experiments.md).
+    "style": dict(style=8, style_kl_weight=1.0, kl_weight=0.25, kl_warmup=5, l1_weight=1.0,
+                  epochs=27, lr=2e-3, lr_schedule="cosine", warmup=1),
     # The reference post's recipe: 784-2048-512-10, ReLU everywhere, 0.3 * SSE + its KL-like
     # term mean_k(mu^2 + exp(logvar) - logvar), which is 0.2 * KL + 1 for K = 10, 100 epochs.
     "reference": dict(enc_hidden=(2048, 512), dec_hidden=(512, 2048), dec_act="relu",
@@ -54,16 +55,16 @@ PRESETS = {
                          weight_decay=5e-5),
 }
 
-# Flags that set a VAE's fields, refused with an autoencoder preset (it has no KL, style, ...).
+# Flags only a VAE has, refused with an autoencoder preset (it has no KL, style, ...).
 VAE_ONLY = {"dec_act": "--dec-act", "kl_weight": "--kl-weight", "l1_weight": "--l1-weight",
             "style": "--style", "style_kl_weight": "--style-kl", "style_input": "--style-input",
-            "relu_z": "--no-relu-z"}
+            "relu_z": "--no-relu-z", "kl_warmup": "--kl-warmup"}
 
 # The flag that sets each config field (for the message when a resume contradicts its run).
 FLAG_OF = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
            "lr_decay": "--lr-decay", "lr_schedule": "--lr-schedule", "warmup": "--warmup",
-           "shift": "--shift", "seed": "--seed", "routed": "--no-routing",
-           "val_size": "--val-size", "train_subset": "--train-subset",
+           "kl_warmup": "--kl-warmup", "shift": "--shift", "seed": "--seed",
+           "routed": "--no-routing", "val_size": "--val-size", "train_subset": "--train-subset",
            "enc_hidden": "--hidden", "dec_hidden": "--hidden", "dec_act": "--dec-act",
            "kl_weight": "--kl-weight", "l1_weight": "--l1-weight", "style": "--style",
            "style_kl_weight": "--style-kl", "style_input": "--style-input",
@@ -74,7 +75,7 @@ def build_parser():
     p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     g = p.add_argument_group("recipe (a preset, then the flags given; see --preset)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="starting recipe: default (10 digit dims), style (+ 12 style dims), "
+                   help="starting recipe: default (10 digit dims), style (+ 8 style dims), "
                         "reference (the reference post's recipe), halves (the Gradient Routing "
                         "paper's autoencoder with certificate decoders, scaled down), "
                         "halves-paper (the same at the paper's sizes) (default: default)")
@@ -102,6 +103,9 @@ def build_parser():
                         "every epoch (0.95)")
     g.add_argument("--warmup", type=int_in(0, 1000),
                    help="epochs of linear learning-rate warm-up before the schedule (0; style 1)")
+    g.add_argument("--kl-warmup", type=int_in(0, 1000),
+                   help="epochs over which both KL weights climb linearly to their values, at "
+                        "(e + 1) / (N + 1) of them in epoch e (0; style 5)")
     g.add_argument("--shift", type=int_in(0, 13),
                    help="augmentation: move each training image by a random -N..N pixels in x "
                         "and y, a new draw every time it is seen; label-free, seeded, never "
@@ -111,7 +115,7 @@ def build_parser():
     g.add_argument("--dec-act", choices=["relu", "elu"],
                    help="decoder hidden activation (elu; reference relu)")
     g.add_argument("--kl-weight", type=float_in(0, 1000),
-                   help="weight of the digit dims' KL term (0.5; reference 0.2)")
+                   help="weight of the digit dims' KL term (0.5; style 0.25; reference 0.2)")
     g.add_argument("--l1-weight", type=float_in(0, 1000),
                    help="weight of an L1 penalty on the digit code z_d, label-free and unrouted "
                         "(0; style 1)")
@@ -119,9 +123,9 @@ def build_parser():
                    help="ablation: no ReLU on the digit code (z = the sample itself)")
     g.add_argument("--style", type=int_in(0, 1000),
                    help="style dims S: unrouted, read by the decoder only multiplied by the digit "
-                        "dims (0; style 12)")
+                        "dims (0; style 8)")
     g.add_argument("--style-kl", type=float_in(0, 1000),
-                   help="weight of the style dims' KL term (1; style 2)")
+                   help="weight of the style dims' KL term (1)")
     g.add_argument("--style-input", choices=["outer", "shared"],
                    help="how style reaches the decoder: outer = [z_d, vec(z_d outer z_s)] (a "
                         "style per digit), shared = [z_d, sum(z_d) * z_s] (one style for all)")
@@ -168,8 +172,9 @@ def recipe(args):
     kind = chosen.pop("model", "vae")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "lr_decay": args.lr_decay, "lr_schedule": args.lr_schedule,
-             "warmup": args.warmup, "shift": args.shift, "seed": args.seed, "val_size": args.val_size,
-             "train_subset": args.train_subset, "dec_act": args.dec_act,
+             "warmup": args.warmup, "kl_warmup": args.kl_warmup, "shift": args.shift,
+             "seed": args.seed, "val_size": args.val_size, "train_subset": args.train_subset,
+             "dec_act": args.dec_act,
              "kl_weight": args.kl_weight, "l1_weight": args.l1_weight, "style": args.style,
              "style_kl_weight": args.style_kl, "style_input": args.style_input,
              "routing": args.routing}

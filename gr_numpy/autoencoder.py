@@ -141,10 +141,13 @@ class Autoencoder:
         self._check_params()
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, eps=None):
-        """x (N, D) in [-1, 1] -> losses dict, cache for `backward`. eps must be None (no noise)."""
+    def forward(self, x, eps=None, kl_scale=1.0):
+        """x (N, D) in [-1, 1] -> losses dict, cache for `backward`. eps must be None (no noise)
+        and kl_scale 1 (no KL): the VAE's arguments, so that one train_step serves both."""
         if eps is not None:
             raise ValueError("Autoencoder.forward: eps must be None, the autoencoder draws no noise")
+        if kl_scale != 1:
+            raise ValueError("Autoencoder.forward: kl_scale must be 1, the autoencoder has no KL")
         cfg, groups = self.config, self.routing.groups
         cache = {}
         z = self.encoder_forward(x, cache)                               # (N, C)

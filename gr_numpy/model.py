@@ -147,9 +147,11 @@ class VAE:
         return self.config.code_dim
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, eps):
-        """x (N, D), eps (N, K + S) -> losses dict, cache for `backward`."""
+    def forward(self, x, eps, kl_scale=1.0):
+        """x (N, D), eps (N, K + S) -> losses dict, cache for `backward`. kl_scale multiplies
+        both KL weights (a KL warm-up's factor for this epoch; 1: the weights as configured)."""
         cfg, K = self.config, self.config.latent
+        kl_weight, style_kl_weight = kl_scale * cfg.kl_weight, kl_scale * cfg.style_kl_weight
         cache = {}
         mu, logvar, z = self.encoder_forward(x, eps, cache)             # (N, K + S) each
         logits = self.decoder_forward(z, cache)                         # (N, D)
@@ -160,12 +162,12 @@ class VAE:
         l1, dz_l1 = l1_penalty(z[:, :K])                              # the digit code only
         no_style = np.zeros((x.shape[0], cfg.style), dtype=z.dtype)   # (N, S)
         cache["dlogits"] = cfg.recon_weight * dlogits                 # dL/dlogits
-        cache["dmu_kl"] = np.concatenate([cfg.kl_weight * dmu_kl_d,   # dL/dmu through the KL
-                                          cfg.style_kl_weight * dmu_kl_s], axis=1)
-        cache["dlogvar_kl"] = np.concatenate([cfg.kl_weight * dlogvar_kl_d,   # and dL/dlogvar
-                                              cfg.style_kl_weight * dlogvar_kl_s], axis=1)
+        cache["dmu_kl"] = np.concatenate([kl_weight * dmu_kl_d,       # dL/dmu through the KL
+                                          style_kl_weight * dmu_kl_s], axis=1)
+        cache["dlogvar_kl"] = np.concatenate([kl_weight * dlogvar_kl_d,       # and dL/dlogvar
+                                              style_kl_weight * dlogvar_kl_s], axis=1)
         cache["dz_l1"] = np.concatenate([cfg.l1_weight * dz_l1, no_style], axis=1)  # dL/dz, L1
-        loss = (cfg.recon_weight * recon + cfg.kl_weight * kl_d + cfg.style_kl_weight * kl_s
+        loss = (cfg.recon_weight * recon + kl_weight * kl_d + style_kl_weight * kl_s
                 + cfg.l1_weight * l1)
         losses = {"loss": loss, "recon": recon, "kl": kl_d + kl_s, "l1": l1}
         return losses, cache

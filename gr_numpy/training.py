@@ -3,13 +3,14 @@
 The step, whole (`train_step`): forward, backward (routed when labels are given), one Adam step.
 The loop (`Trainer`) draws a batch (moved by a random shift of a few pixels if asked:
 `random_shift`, label-free, training batches only) and its noise eps, takes a step at the
-epoch's learning rate (`schedule_of`), and ends each epoch with a validation score and a call to
-`save`. Labels reach the model only when routing, and only through `VAE.backward`'s routing
-mask. All randomness comes from one seeded generator whose state is part of the saved position,
-so a resumed run continues to the same numbers as an unbroken one (on the numba backend at any
-thread count; on the numpy backend at the same thread count, since OpenBLAS splits its products
-by thread count). Reading and writing files is the caller's: `train.py` passes a `save`
-function and loads checkpoints (tools/checkpoint.py).
+epoch's learning rate (`schedule_of`) and KL factor (`kl_scale_of`: below 1 only during a KL
+warm-up), and ends each epoch with a validation score and a call to `save`. Labels reach the
+model only when routing, and only through `VAE.backward`'s routing mask. All randomness comes
+from one seeded generator whose state is part of the saved position, so a resumed run continues
+to the same numbers as an unbroken one (on the numba backend at any thread count; on the numpy
+backend at the same thread count, since OpenBLAS splits its products by thread count). Reading
+and writing files is the caller's: `train.py` passes a `save` function and loads checkpoints
+(tools/checkpoint.py).
 """
 
 import math
@@ -38,6 +39,7 @@ class TrainConfig:
                                       # "cosine" lr * (1 + cos(pi * e / epochs)) / 2 (adam.py)
     lr_decay: float = 0.95        # the exponential schedule's factor per epoch
     warmup: int = 0               # epochs of linear warm-up before the schedule (0: none)
+    kl_warmup: int = 0            # epochs over which the KL weights climb to theirs (0: none)
     shift: int = 0                # augmentation: move each training image by up to this many
                                   # pixels in x and y, at random (0: none; never at evaluation)
     seed: int = 0
@@ -50,9 +52,9 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig: lr_schedule must be one of {sorted(LR_SCHEDULES)}, "
                              f"got {self.lr_schedule!r}")
-        if self.warmup < 0 or self.shift < 0:
-            raise ValueError(f"TrainConfig: warmup and shift must be >= 0, got {self.warmup}, "
-                             f"{self.shift}")
+        if self.warmup < 0 or self.shift < 0 or self.kl_warmup < 0:
+            raise ValueError(f"TrainConfig: warmup, shift and kl_warmup must be >= 0, got "
+                             f"{self.warmup}, {self.shift}, {self.kl_warmup}")
 
 
 LR_SCHEDULES = ("exponential", "cosine")
@@ -65,6 +67,13 @@ def schedule_of(tcfg):
     else:
         schedule = exponential_decay(tcfg.lr, tcfg.lr_decay)
     return linear_warmup(schedule, tcfg.warmup) if tcfg.warmup else schedule
+
+
+def kl_scale_of(tcfg):
+    """The factor on the KL weights of each epoch: epoch (from 0) -> (e + 1) / (kl_warmup + 1)
+    for the first kl_warmup epochs, then 1; a KL warm-up lets the code carry the image before
+    the prior pulls it in."""
+    return linear_warmup(lambda epoch: 1.0, tcfg.kl_warmup)
 
 
 def random_shift(images, max_shift, rng):
@@ -100,10 +109,11 @@ class ResumeMismatch(ValueError):
         self.field, self.stored, self.given = field, stored, given
 
 
-def train_step(model, optimizer, x, labels, eps, lr):
+def train_step(model, optimizer, x, labels, eps, lr, kl_scale=1.0):
     """One step of training on a batch: x (B, D), labels (B,) or None, eps (B, K + S) or None
-    (the autoencoder draws no noise) -> losses."""
-    losses, cache = model.forward(x, eps)        # the loss, and what the backward pass needs
+    (the autoencoder draws no noise), kl_scale the KL weights' factor (below 1 only during a
+    VAE's KL warm-up) -> losses."""
+    losses, cache = model.forward(x, eps, kl_scale)   # the loss, what the backward pass needs
     grads = model.backward(cache, labels)        # dL/dparams; labels route dL/dz (model.py)
     optimizer.step(model.params, grads, lr)      # Adam, in place
     return losses
@@ -211,12 +221,15 @@ class Trainer:
 
     def __init__(self, model_config, train_config, train_images, train_labels, val_images,
                  val_labels, routing=None, save=None, log=print):
+        if model_config.kind == "autoencoder" and train_config.kl_warmup:
+            raise ValueError("Trainer: kl_warmup is a VAE's; the autoencoder has no KL term")
         self.mcfg, self.tcfg = model_config, train_config
         self.routing = routing if routing is not None else default_routing(model_config)
         self.rng = np.random.default_rng(train_config.seed)
         self.model = build_model(model_config, rng=self.rng, routing=self.routing)
         self.opt = Adam(self.model.params, weight_decay=train_config.weight_decay)
         self.schedule = schedule_of(train_config)
+        self.kl_scale = kl_scale_of(train_config)
         self.train_images, self.train_labels = train_images, train_labels
         self.val_images, self.val_labels = val_images, val_labels
         self.save = (lambda trainer: None) if save is None else save
@@ -301,7 +314,7 @@ class Trainer:
         steps = math.ceil(n / tcfg.batch_size)
         if self.perm is None:                               # a new epoch: a new shuffle
             self.perm = self.rng.permutation(n)
-        lr = self.schedule(self.epoch)
+        lr, kl_scale = self.schedule(self.epoch), self.kl_scale(self.epoch)
         t0, start_step = time.perf_counter(), self.step
         show_progress = sys.stdout.isatty()
         while self.step < steps:
@@ -315,7 +328,7 @@ class Trainer:
             if C:
                 eps = self.rng.standard_normal((len(idx), C), dtype=np.float32)  # (B, K + S)
                 eps = eps.astype(x.dtype, copy=False)
-            losses = train_step(self.model, self.opt, x, labels, eps, lr)
+            losses = train_step(self.model, self.opt, x, labels, eps, lr, kl_scale)
             if not math.isfinite(losses["loss"]):
                 raise TrainingDiverged(f"loss became {losses['loss']} at epoch {self.epoch + 1}, "
                                        f"step {self.step + 1}")

@@ -1,12 +1,14 @@
 """The model's API, its input checks, and Adam; gradients themselves are in test_gradients.py."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from gr_numpy.adam import Adam, cosine_decay, exponential_decay, linear_warmup
 from gr_numpy.model import VAE, VAEConfig, layer_shapes
 from gr_numpy.routing import Routing, halves, one_per_digit, two_per_digit
-from gr_numpy.training import TrainConfig, schedule_of
+from gr_numpy.training import TrainConfig, kl_scale_of, schedule_of
 
 
 @pytest.fixture
@@ -247,6 +249,37 @@ def test_linear_warmup_climbs_to_the_schedule_then_follows_it():
     np.testing.assert_allclose([schedule(e) for e in range(5)], expected, rtol=1e-12)
 
 
+def test_kl_warmup_climbs_to_the_kl_weights_then_holds_them():
+    # 3 epochs of KL warm-up: epochs 0, 1, 2 at 1/4, 2/4, 3/4 of the KL weights, then all of them.
+    assert [kl_scale_of(TrainConfig(kl_warmup=3))(e) for e in range(5)] == [0.25, 0.5, 0.75, 1, 1]
+    assert [kl_scale_of(TrainConfig())(e) for e in range(3)] == [1, 1, 1]        # off by default
+    with pytest.raises(ValueError, match="kl_warmup"):
+        TrainConfig(kl_warmup=-1)
+
+
+def test_kl_scale_multiplies_both_kl_weights_and_nothing_else():
+    # kl_scale 0.5 on weights 0.5 (digit dims) and 1.5 (style dims) is the model whose weights
+    # are 0.25 and 0.75: the same loss and the same gradients, bit for bit (the products are exact).
+    cfg = VAEConfig(input_dim=12, enc_hidden=(9,), dec_hidden=(9,), latent=4, style=2,
+                    style_kl_weight=1.5, l1_weight=0.3)
+    model = VAE(cfg, rng=np.random.default_rng(0))
+    halved = VAE(replace(cfg, kl_weight=0.25, style_kl_weight=0.75), params=model.params)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(5, 12)).astype(np.float32)
+    eps = rng.standard_normal((5, 6)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 0])
+    losses, cache = model.forward(x, eps, kl_scale=0.5)
+    expected, expected_cache = halved.forward(x, eps)
+    assert losses == expected
+    grads, expected_grads = model.backward(cache, labels), halved.backward(expected_cache, labels)
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], expected_grads[k], err_msg=k)
+    # And it is not a no-op: the full weights give another loss and other mu gradients.
+    full, full_cache = model.forward(x, eps)
+    assert full["loss"] > losses["loss"] and full["recon"] == losses["recon"]
+    np.testing.assert_allclose(cache["dmu_kl"], 0.5 * full_cache["dmu_kl"], rtol=1e-6)
+
+
 def test_train_config_builds_the_schedule_it_names():
     rates = lambda tcfg: [schedule_of(tcfg)(e) for e in range(3)]
     assert rates(TrainConfig()) == [1e-3, 1e-3 * 0.95, 1e-3 * 0.95 ** 2]    # the default
@@ -254,7 +287,7 @@ def test_train_config_builds_the_schedule_it_names():
                                [1e-3 * 0.5 / 2, 1e-3 * 0.5, 1e-3 * 0.0], atol=1e-18)
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
-    with pytest.raises(ValueError, match="warmup and shift"):
+    with pytest.raises(ValueError, match="warmup, shift and kl_warmup"):
         TrainConfig(shift=-1)
 
 

@@ -22,7 +22,7 @@ TINY = ["--hidden", "16", "--epochs", "1", "--train-subset", "500", "--val-size"
 RUNS = {"one-per-digit": ["--routing", "one-per-digit"],
         "two-per-digit": ["--routing", "two-per-digit"],
         "halves": ["--routing", "halves"],
-        "style": ["--preset", "style"],                   # one dim per digit and 12 style dims
+        "style": ["--preset", "style"],                   # one dim per digit and 8 style dims
         "no-routing": ["--no-routing"]}
 DIGITS = [str(k) for k in range(10)]
 GROUPS = {"one-per-digit": DIGITS, "two-per-digit": DIGITS, "halves": ["0-4", "5-9"],

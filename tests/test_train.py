@@ -11,6 +11,7 @@ import pytest
 
 from gr_numpy.tools import checkpoint
 from gr_numpy.tools.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from gr_numpy.autoencoder import AutoencoderConfig
 from gr_numpy.data import load_mnist, to_rows
 from gr_numpy.routing import halves, one_per_digit, two_per_digit
 from gr_numpy.model import VAEConfig
@@ -108,9 +109,9 @@ def test_shift_touches_training_batches_only_drawn_from_the_seed_not_the_labels(
     seen, shifted = [], []               # the x of every training step; every batch shifted
     step, shift = training.train_step, training.random_shift
 
-    def recording_step(model, opt, x, labels, eps, lr):
+    def recording_step(model, opt, x, labels, eps, lr, kl_scale):
         seen.append(x.copy())
-        return step(model, opt, x, labels, eps, lr)
+        return step(model, opt, x, labels, eps, lr, kl_scale)
 
     def recording_shift(images, max_shift, rng):
         shifted.append(images.shape)
@@ -141,6 +142,22 @@ def test_shift_touches_training_batches_only_drawn_from_the_seed_not_the_labels(
     again, other_seed = batches()[0], batches(seed=4)[0]
     assert all(np.array_equal(a, b) for a, b in zip(x, again))
     assert not np.array_equal(x[0], other_seed[0])
+
+
+def test_kl_warmup_gives_each_epoch_its_factor_and_only_a_vae_has_one(mnist, tmp_path,
+                                                                        monkeypatch):
+    scales, step = [], training.train_step
+
+    def recording_step(model, opt, x, labels, eps, lr, kl_scale):
+        scales.append(kl_scale)
+        return step(model, opt, x, labels, eps, lr, kl_scale)
+
+    monkeypatch.setattr(training, "train_step", recording_step)
+    assert make_trainer(mnist, tmp_path, epochs=3, kl_warmup=2).run()
+    assert scales == [1 / 3] * 12 + [2 / 3] * 12 + [1.0] * 12    # 12 steps of 100 per epoch
+    with pytest.raises(ValueError, match="kl_warmup is a VAE's"):
+        make_trainer(mnist, tmp_path / "ae", config=AutoencoderConfig(), routing=halves(),
+                     kl_warmup=1)
 
 
 # --------------------------------------------------------------------- resume and checkpoints
@@ -262,7 +279,8 @@ SMALL_FLAGS = ("--hidden", "16", "--epochs", "1", "--train-subset", "500", "--va
     (("--hidden", "8"), "trained with --hidden 16, this command gives --hidden 8"),
     (("--routing", "halves"), "trained with --routing one-per-digit, this command gives "
                               "--routing halves"),
-    (("--preset", "style"), "trained with --l1-weight 0.0, this command gives --l1-weight 1.0"),
+    (("--preset", "style"), "trained with --kl-weight 0.5, this command gives --kl-weight 0.25"),
+    (("--kl-warmup", "2"), "trained with --kl-warmup 0, this command gives --kl-warmup 2"),
     (("--style", "2"), "trained with --style 0, this command gives --style 2"),
     (("--seed", "4"), "--seed 0, this command gives --seed 4"),
 ])
