@@ -424,6 +424,7 @@ def finish_autoencoder(args, trainer, routing, model_cfg, train_cfg, test_images
     test = evaluate_certificates(trainer.model, test_images, test_labels)
     metrics = {"test_mae": test["mae"], "certificates": test["certificates"],
                "ratios": test["ratios"], "per_digit_mae": test["per_digit"],
+               "certificates_mse": test["certificates_mse"], "mse_ratios": test["mse_ratios"],
                "routed": train_cfg.routed, "wall_seconds": time.perf_counter() - t_start,
                "history": trainer.history, "model": model_cfg.to_dict(),
                "routing": routing.to_dict(), "train": asdict(train_cfg),

@@ -197,3 +197,27 @@ def test_the_autoencoder_refuses_a_routing_that_is_not_two_halves():
     from gr_numpy.routing import one_per_digit
     with pytest.raises(ValueError, match="two groups"):
         Autoencoder(AutoencoderConfig(code=10), routing=one_per_digit())
+
+
+def test_certificate_mse_is_the_papers_per_digit_mean():
+    # Table 2's metric: each test image's mean squared error, averaged per digit, then the digits
+    # of a group averaged with equal weight (so a group's common digits do not count more).
+    from gr_numpy.training import evaluate_certificates, input_rows
+    cfg = AutoencoderConfig(input_dim=784, enc_hidden=(8,), dec_hidden=(8,), code=4,
+                            dtype="float64")
+    model = Autoencoder(cfg, rng=np.random.default_rng(3), routing=halves(half=2))
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 6, 1, 2, 3, 9])      # unequal counts
+    images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+    scores = evaluate_certificates(model, images, labels, batch_size=7)
+    x = input_rows(model, images)
+    z = model.encode(x)
+    for name, cert in (("first", 0), ("second", 1)):
+        err = ((model.decode(z, certificate=cert) - x) ** 2).mean(axis=1)
+        per_digit = np.array([err[labels == d].mean() for d in range(10)])
+        want = {"0-4": per_digit[:5].mean(), "5-9": per_digit[5:].mean()}
+        assert scores["certificates_mse"][name] == pytest.approx(want, rel=1e-12)
+        image_weighted = err[labels < 5].mean()                            # the wrong average
+        assert abs(scores["certificates_mse"][name]["0-4"] - image_weighted) > 1e-6
+        own, other = ("0-4", "5-9") if name == "first" else ("5-9", "0-4")
+        assert scores["mse_ratios"][name] == pytest.approx(want[other] / want[own], rel=1e-12)

@@ -35,6 +35,7 @@ def halves_runs(tmp_path_factory, mnist_dir):
         result = run(ROOT / "train.py", *TINY, *flags, "--data-dir", mnist_dir, "--out", out,
                      cwd=root)
         assert "first half (0-4)" in result.stdout and "other / own" in result.stdout
+        assert "the paper's Table 2" in result.stdout
         folders[name] = out
     return root, folders
 
@@ -47,6 +48,9 @@ def test_metrics_hold_the_certificate_table(halves_runs):
         for half in ("first", "second"):
             assert set(metrics["certificates"][half]) == {"0-4", "5-9"}
             assert all(0 < v < 2 for v in metrics["certificates"][half].values())
+            assert set(metrics["certificates_mse"][half]) == {"0-4", "5-9"}
+            assert all(0 < v < 4 for v in metrics["certificates_mse"][half].values())
+            assert metrics["mse_ratios"][half] > 0
         assert 0 < metrics["test_mae"] < 2
         assert metrics["routed"] == (name == "routed")
         for figure in ("certificates.png", "certificates_mae.png"):

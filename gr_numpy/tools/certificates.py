@@ -16,16 +16,20 @@ ORDER = ("first", "second")                # the certificates, by the half they 
 
 
 def certificate_lines(scores):
-    """scores (evaluate_certificates) -> lines of a small table, test MAE, pixels in [-1, 1]."""
+    """scores (evaluate_certificates) -> lines of a small table, test MAE then the paper's MSE,
+    pixels in [-1, 1]."""
     groups = list(scores["certificates"]["first"])                       # ["0-4", "5-9"]
     lines = [f"test   | MAE (pixels in [-1, 1]) | main decoder {scores['mae']:.4f}",
              f"       | {'certificate':<22} | " + " | ".join(f"on {g:<5}" for g in groups)
              + " | other / own"]
-    for g, name in enumerate(ORDER):
-        row = scores["certificates"][name]
-        lines.append(f"       | {name + ' half (' + groups[g] + ')':<22} | "
-                     + " | ".join(f"{row[k]:8.4f}" for k in groups)
-                     + f" | {scores['ratios'][name]:.2f}x")
+    for table, ratios in (("certificates", "ratios"), ("certificates_mse", "mse_ratios")):
+        if table == "certificates_mse":
+            lines.append("       | MSE, per-digit mean    | (the metric of the paper's Table 2)")
+        for g, name in enumerate(ORDER):
+            row = scores[table][name]
+            lines.append(f"       | {name + ' half (' + groups[g] + ')':<22} | "
+                         + " | ".join(f"{row[k]:8.4f}" for k in groups)
+                         + f" | {scores[ratios][name]:.2f}x")
     return lines
 
 
