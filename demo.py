@@ -106,12 +106,9 @@ def write_html(path, model, images, labels, seed):
     """Write the web page and say what it holds: its size, and its weights' read-out and MSE
     on the embedded digits against the checkpoint's (they are stored in 8 bits)."""
     from gr_numpy.tools.demo_app import code_stats, slider_names
-    from gr_numpy.tools.webpage import IMAGES, agreement, code_ranges, pick_images, write_page
+    from gr_numpy.tools.webpage import IMAGES, agreement, pick_images, write_page
 
-    if model.kind == "vae":
-        lo, hi, prototypes = code_stats(model, images, labels)  # as the window has them
-    else:
-        lo, hi, prototypes = code_ranges(model, images, labels)
+    lo, hi, prototypes = code_stats(model, images, labels)     # as the window has them
     chosen = pick_images(images, labels, IMAGES // 10, seed)
     size = write_page(path, model, images[chosen], labels[chosen], lo, hi, prototypes,
                       slider_names(model.routing))

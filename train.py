@@ -22,6 +22,7 @@ from gr_numpy.tools.cli import OneLineParser, UserError, float_in, int_in
 
 PROG = "train.py"
 ROUTING_NAMES = ("one-per-digit", "two-per-digit", "halves")   # gr_numpy/routing.py: ROUTINGS
+LR_SCHEDULES = ("exponential", "cosine")                       # gr_numpy/training.py
 
 # Presets: the config fields each recipe changes from the defaults, which are the default recipe
 # (VAEConfig in gr_numpy/model.py, TrainConfig in gr_numpy/training.py). Flags given win.
@@ -93,7 +94,7 @@ def build_parser():
     g.add_argument("--lr", type=float_in(0, 1, lo_open=True),
                    help="Adam learning rate of the schedule at epoch 0 (after --warmup, if any) "
                         "(1e-3; style 2e-3)")
-    g.add_argument("--lr-schedule", choices=["exponential", "cosine"],
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="learning rate of epoch e (from 0): exponential, lr * lr_decay^e; "
                         "cosine, lr * (1 + cos(pi e / epochs)) / 2 (a cosine run extended with "
                         "--resume follows the new length from there on) (exponential; style "

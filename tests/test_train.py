@@ -364,3 +364,16 @@ def test_an_old_checkpoint_whose_code_is_not_ten_dims_is_refused_in_one_line(tmp
     with pytest.raises(CheckpointError, match="7 latent dims, which name no digit") as info:
         load_model(tmp_path / "c.npz")
     assert "\n" not in str(info.value)
+
+
+def test_train_py_names_what_the_library_offers():
+    # train.py keeps the names as constants so that --help needs no import of the library;
+    # they must stay the library's.
+    import importlib.util
+    from gr_numpy import training
+    from gr_numpy.routing import ROUTINGS
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert set(script.ROUTING_NAMES) == set(ROUTINGS)
+    assert tuple(script.LR_SCHEDULES) == tuple(training.LR_SCHEDULES)

@@ -127,8 +127,7 @@ def test_set(mnist_dir):
 
 def write_small_page(model, test_set, path):
     images, labels = test_set
-    stats = code_stats if model.kind == "vae" else webpage.code_ranges
-    lo, hi, prototypes = stats(model, images, labels)
+    lo, hi, prototypes = code_stats(model, images, labels)
     chosen = webpage.pick_images(images, labels, 5)
     webpage.write_page(path, model, images[chosen], labels[chosen], lo, hi, prototypes,
                        slider_names(model.routing))

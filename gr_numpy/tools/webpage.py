@@ -68,15 +68,6 @@ def drawing(model, z):
     return model.decode(z) if model.kind == "vae" else np.clip((model.decode(z) + 1) / 2, 0, 1)
 
 
-def code_ranges(model, images, labels):
-    """The autoencoder's slider ranges and prototypes, as demo_app.code_stats gives the VAE's:
-    -> lo, hi (C,) the 1st and 99th percentile of each code dim on the images, prototypes (L, C)."""
-    codes = code_of(model, input_rows(model, images)).astype(np.float64)
-    lo, hi = np.percentile(codes, 1, axis=0), np.percentile(codes, 99, axis=0)
-    hi = np.where(hi > lo + 1e-6, hi, lo + 1.0)
-    return lo, hi, model.routing.prototypes(codes, labels, fallback=(lo + hi) / 2)
-
-
 def _b64(array):
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
 
