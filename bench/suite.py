@@ -15,9 +15,11 @@ What it measures (float32, as the model trains):
             its share of the matmul roofline: the FLOPs of the step's products at the best
             product rate this run measured, over the step's time.
   epoch     seconds per epoch of `Trainer` on MNIST (55k images, plus validation on 5k), and the
-            peak resident memory of that run (each in a fresh process); when PyTorch is
-            installed, the same recipe's epoch in PyTorch (bench/torch_recipe.py: eager, fused
-            Adam, torch.compile), in the same rotation, on as many threads.
+            peak resident memory of that run (each in a fresh process, after a warm-up of three
+            steps that loads the compiled kernels, timed apart); when PyTorch is installed, the
+            same recipe's epoch in PyTorch (bench/torch_recipe.py: eager, fused Adam,
+            torch.compile; each after its own three warm-up steps), in the same rotation, on as
+            many threads.
   start-up  seconds from launching Python to the end of the first training step: NumPy backend,
             Numba with a cold compile cache (an empty NUMBA_CACHE_DIR), Numba with a warm one.
 
@@ -344,10 +346,15 @@ def child(args):
         from gr_numpy.training import TrainConfig, Trainer
         images, labels = load_mnist("train")
         tr_x, tr_y, va_x, va_y = train_val_split(images, labels, 5000)
-        trainer = Trainer(model_config(args.preset), TrainConfig(epochs=1), tr_x, tr_y,
-                          va_x, va_y, log=lambda line: None)
-        trainer.run()
-        result["seconds"] = trainer.history[0]["seconds"]
+        def trainer(n_train, n_val):                       # one epoch on the first images
+            return Trainer(model_config(args.preset), TrainConfig(epochs=1), tr_x[:n_train],
+                           tr_y[:n_train], va_x[:n_val], va_y[:n_val], log=lambda line: None)
+        t0 = time.perf_counter()
+        trainer(3 * 128, 1000).run()      # warm-up: loads every compiled kernel the epoch calls
+        result["warmup_seconds"] = time.perf_counter() - t0
+        epoch = trainer(len(tr_x), len(va_x))
+        epoch.run()
+        result["seconds"] = epoch.history[0]["seconds"]
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
@@ -401,8 +408,8 @@ def bench_epochs(presets, repeats):
             best = min(torch_libs, key=lambda lib: seconds[lib]["median"])
             row["torch_best"] = best
             row["torch_ratio"] = seconds["numba"]["median"] / seconds[best]["median"]
-            row["torch_compile_seconds"] = spread([r["compile_seconds"]
-                                                   for r in results["torch-compile"]])
+        row["warmup_seconds"] = {lib: spread([r["warmup_seconds"] for r in rs])
+                                 for lib, rs in results.items()}
         rows.append(row)
         print(f"  {preset:9s} epoch: " + "  ".join(f"{lib} {seconds[lib]['median']:6.2f} s"
                                                   for lib in seconds)
@@ -554,8 +561,10 @@ def table(results):
                 lines.append(f"| {r['preset']} | {fmt(s['numba'], 2)} | {fmt(s['torch-eager'], 2)} "
                              f"| {fmt(s['torch-fused'], 2)} | {fmt(s['torch-compile'], 2)} | "
                              f"{r['torch_ratio']:.2f} |")
-            lines.append(f"\ntorch.compile's own compile time, not counted above: "
-                         f"{fmt(torch_rows[0]['torch_compile_seconds'], 1)} s.")
+            warm = torch_rows[0]["warmup_seconds"]
+            lines.append("\nNot counted above, the warm-up before each timed epoch (three steps; "
+                         "gr-numpy's loads its compiled kernels, torch.compile's compiles): "
+                         + ", ".join(f"{lib} {fmt(warm[lib], 2)} s" for lib in warm) + ".")
     if "startup" in results:
         s = results["startup"]["seconds"]
         lines += ["", "| start-up (launch to end of first step, default model) | seconds |",
@@ -602,8 +611,8 @@ def targets(results):
     for r in results.get("steps", []):
         if roof and r["preset"] == "default":
             share = roofline_fraction(r, roof)
-            rows.append(("default step >= 60% of the matmul roofline", f"{100 * share:.0f}% "
-                         f"({r['product_gflop']:.3f} GFLOP at {roof:.0f} GFLOPS)", share >= 0.6))
+            rows.append(("default step >= 75% of the matmul roofline", f"{100 * share:.0f}% "
+                         f"({r['product_gflop']:.3f} GFLOP at {roof:.0f} GFLOPS)", share >= 0.75))
     if "startup" in results:
         extra = results["startup"]["warm_minus_numpy"]
         rows.append(("warm-cache start-up adds < 1 s", f"{extra:+.2f} s", extra < 1.0))
