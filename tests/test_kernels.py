@@ -155,6 +155,26 @@ def test_product_rows_do_not_depend_on_the_batch():
             np.testing.assert_array_equal(getattr(kernels, form)(a[i:j], b), full[i:j])
 
 
+@pytest.mark.parametrize("name", ["matmul", "linear", "linear_relu", "linear_elu"])
+def test_blocked_product_is_bit_identical_to_the_whole(monkeypatch, name):
+    # A large x @ W runs in k blocks and column blocks; each block continues the partial sums the
+    # one before stored, so every element is still one chain of multiply-adds over k in order.
+    # Blocks of 7 rows of b by one panel, on every product, cut every tile's sum into pieces.
+    x, W, _ = layer_arrays((37, 45, 41), np.float32)
+    b = np.linspace(-1, 1, 41).astype(np.float32)
+    fn = getattr(kernels, name)
+    args = (x, W) if name == "matmul" else (x, W, b)
+    whole = fn(*args)
+    blocks = []
+    gemm = products._gemm
+    monkeypatch.setattr(products, "_gemm", lambda *a: (blocks.append(a[-2:]), gemm(*a))[1])
+    monkeypatch.setattr(products, "_KC", 7)
+    monkeypatch.setattr(products, "_NC", products._NR)
+    monkeypatch.setattr(products, "_BLOCKED_ROWS", 1)
+    np.testing.assert_array_equal(fn(*args), whole)
+    assert blocks == [(7, products._NR)]                 # the blocked path did run
+
+
 def _fma_example(dtype):
     """A one-row product a @ b whose exact value is `tiny`, but 0 if a * b + c rounds twice.
 
