@@ -155,15 +155,17 @@ def test_product_rows_do_not_depend_on_the_batch():
             np.testing.assert_array_equal(getattr(kernels, form)(a[i:j], b), full[i:j])
 
 
-@pytest.mark.parametrize("name", ["matmul", "linear", "linear_relu", "linear_elu"])
+@pytest.mark.parametrize("name", ["matmul", "matmul_nt", "linear", "linear_relu", "linear_elu"])
 def test_blocked_product_is_bit_identical_to_the_whole(monkeypatch, name):
-    # A large x @ W runs in k blocks and column blocks; each block continues the partial sums the
-    # one before stored, so every element is still one chain of multiply-adds over k in order.
-    # Blocks of 7 rows of b by one panel, on every product, cut every tile's sum into pieces.
-    x, W, _ = layer_arrays((37, 45, 41), np.float32)
+    # A large x @ W (or dy @ W.T) runs in k blocks and column blocks; each block continues the
+    # partial sums the one before stored, so every element is still one chain of multiply-adds
+    # over k in order. Blocks of 7 rows of b by one panel, on every product, cut every tile's
+    # sum into pieces. (dy @ W.T with many rows is computed as it stands, not as (W @ dy.T).T:
+    # the same products, a * b = b * a, in the same order.)
+    x, W, dy = layer_arrays((37, 45, 41), np.float32)
     b = np.linspace(-1, 1, 41).astype(np.float32)
     fn = getattr(kernels, name)
-    args = (x, W) if name == "matmul" else (x, W, b)
+    args = {"matmul": (x, W), "matmul_nt": (dy, W)}.get(name, (x, W, b))
     whole = fn(*args)
     blocks = []
     gemm = products._gemm

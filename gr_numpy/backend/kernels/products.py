@@ -257,9 +257,12 @@ def _flops(a, b):
 # K in blocks of _KC and the columns in blocks of _NC: the panel slice a tile reads is then
 # _KC x _NR (64 KB at most) and the block of b in use _KC x _NC (1 MB, in L2). Each element stays
 # one chain of FMAs in order over k: a block continues the partial sums the block before stored.
-# Measured (Intel AVX-512, x @ W): batch 512 and 2048 ran 20-40% faster blocked, batch 128 up to
-# 13% slower (its a tile and panel already fit), and the transposed forms dy @ W.T and x.T @ dy
-# mostly lost. So only x @ W with at least _BLOCKED_ROWS rows is blocked.
+# Measured on an Intel AVX-512 CPU, one thread, the paper's layers at batch 2048: x @ W 30-70%
+# faster blocked, and dy @ W.T too when computed as it stands (not as (W @ dy.T).T, whose
+# transposed out makes the partial sums slow to store and reload); x.T @ dy gained on some
+# shapes and lost on others, so it is never blocked. At batch 128 blocking lost up to 13%.
+# So blocks are used for a product whose a has contiguous rows, whose out is not transposed,
+# and which has at least _BLOCKED_ROWS rows.
 _KC, _NC, _BLOCKED_ROWS = 512, 512, 512
 _WHOLE = 1 << 62   # a block larger than any matrix: no blocking
 
@@ -281,7 +284,10 @@ def matmul(a, b):
 def matmul_nt(a, b):
     """(N, M) @ (K, M).T -> (N, K): the input gradient dy @ W.T, without copying W."""
     out = np.empty((a.shape[0], b.shape[0]), dtype=a.dtype)
-    _product(b, a.T, out.T, _no_bias(a), _PLAIN)                   # out.T = W @ dy.T
+    if a.shape[0] >= _BLOCKED_ROWS:      # many rows: dy @ W.T as it stands, in blocks (below)
+        _product(a, b.T, out, _no_bias(a), _PLAIN)
+    else:
+        _product(b, a.T, out.T, _no_bias(a), _PLAIN)                   # out.T = W @ dy.T
     return out
 
 
