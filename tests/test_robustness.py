@@ -123,6 +123,7 @@ BAD = [
     ("train", "--style-kl -0.5", "--style-kl: must be a finite number"),
     ("train", "--style-kl nan", "--style-kl: must be a finite number"),
     ("train", "--style-input sideways", "invalid choice"),
+    ("train", "--weight-decay-form l2", "invalid choice"),
     ("train", "--resume --overwrite", "pass one"),
     # train.py: paths and files
     ("train", "--out {file}", "is a file, not a folder"),
