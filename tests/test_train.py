@@ -285,6 +285,8 @@ SMALL_FLAGS = ("--hidden", "16", "--epochs", "1", "--train-subset", "500", "--va
     (("--seed", "4"), "--seed 0, this command gives --seed 4"),
     (("--weight-decay-form", "coupled"), "trained with --weight-decay-form decoupled, this "
                                          "command gives --weight-decay-form coupled"),
+    (("--weight-decay", "0.001"), "trained with --weight-decay 0.0, this command gives "
+                                  "--weight-decay 0.001"),
 ])
 def test_a_resume_that_contradicts_its_run_is_refused_in_one_line(small_run, mnist_dir, flags,
                                                                    message):
@@ -359,15 +361,18 @@ def test_a_checkpoint_from_before_routings_were_stored_loads_and_resumes(mnist, 
 
 
 # --------------------------------------------------------------------- the weight decay's form
-@pytest.mark.parametrize("flags, form", [((), "decoupled"),
-                                         (("--weight-decay-form", "coupled"), "coupled")])
-def test_the_weight_decay_form_flag_reaches_the_optimiser(mnist, flags, form):
+@pytest.mark.parametrize("flags, wd, form", [
+    ((), 5e-5, "decoupled"),                                      # the preset's
+    (("--weight-decay-form", "coupled"), 5e-5, "coupled"),
+    (("--weight-decay", "5e-4", "--weight-decay-form", "coupled"), 5e-4, "coupled"),
+])
+def test_the_weight_decay_flags_reach_the_optimiser(mnist, flags, wd, form):
     script = train_script()
     args = script.build_parser().parse_args(["--preset", "halves", *flags])
     _, model_cfg, train_cfg = script.recipe(args)
-    assert (train_cfg.weight_decay, train_cfg.weight_decay_form) == (5e-5, form)
+    assert (train_cfg.weight_decay, train_cfg.weight_decay_form) == (wd, form)
     trainer = Trainer(model_cfg, train_cfg, *mnist, log=lambda line: None)
-    assert (trainer.opt.weight_decay, trainer.opt.weight_decay_form) == (5e-5, form)
+    assert (trainer.opt.weight_decay, trainer.opt.weight_decay_form) == (wd, form)
 
 
 def coupled_trainer(mnist, out, epochs, form="coupled"):
