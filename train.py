@@ -23,6 +23,7 @@ from gr_numpy.tools.cli import OneLineParser, UserError, float_in, int_in
 PROG = "train.py"
 ROUTING_NAMES = ("one-per-digit", "two-per-digit", "halves")   # gr_numpy/routing.py: ROUTINGS
 LR_SCHEDULES = ("exponential", "cosine")                       # gr_numpy/training.py
+WEIGHT_DECAY_FORMS = ("decoupled", "coupled")                  # gr_numpy/adam.py
 
 # Presets: the config fields each recipe changes from the defaults, which are the default recipe
 # (VAEConfig in gr_numpy/model.py, TrainConfig in gr_numpy/training.py). Flags given win.
@@ -69,7 +70,8 @@ FLAG_OF = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
            "enc_hidden": "--hidden", "dec_hidden": "--hidden", "dec_act": "--dec-act",
            "kl_weight": "--kl-weight", "l1_weight": "--l1-weight", "style": "--style",
            "style_kl_weight": "--style-kl", "style_input": "--style-input",
-           "relu_z": "--no-relu-z", "latent": "--routing", "routing": "--routing"}
+           "relu_z": "--no-relu-z", "latent": "--routing", "routing": "--routing",
+           "weight_decay": "--weight-decay", "weight_decay_form": "--weight-decay-form"}
 
 
 def build_parser():
@@ -102,6 +104,13 @@ def build_parser():
     g.add_argument("--lr-decay", type=float_in(0, 1, lo_open=True),
                    help="the exponential schedule multiplies the learning rate by this after "
                         "every epoch (0.95)")
+    g.add_argument("--weight-decay", type=float_in(0, 1),
+                   help="Adam's weight decay wd, in the form --weight-decay-form says (0; "
+                        "halves presets 5e-5)")
+    g.add_argument("--weight-decay-form", choices=WEIGHT_DECAY_FORMS,
+                   help="how Adam applies the weight decay: decoupled, p -= lr * wd * p apart "
+                        "from the gradient (AdamW); coupled, wd * p added to the gradient before "
+                        "Adam's moments (L2, as the paper's torch.optim.Adam) (decoupled)")
     g.add_argument("--warmup", type=int_in(0, 1000),
                    help="epochs of linear learning-rate warm-up before the schedule (0; style 1)")
     g.add_argument("--kl-warmup", type=int_in(0, 1000),
@@ -175,6 +184,7 @@ def recipe(args):
              "lr_decay": args.lr_decay, "lr_schedule": args.lr_schedule,
              "warmup": args.warmup, "kl_warmup": args.kl_warmup, "shift": args.shift,
              "seed": args.seed, "val_size": args.val_size, "train_subset": args.train_subset,
+             "weight_decay": args.weight_decay, "weight_decay_form": args.weight_decay_form,
              "dec_act": args.dec_act,
              "kl_weight": args.kl_weight, "l1_weight": args.l1_weight, "style": args.style,
              "style_kl_weight": args.style_kl, "style_input": args.style_input,

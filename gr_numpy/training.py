@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .adam import Adam, cosine_decay, exponential_decay, linear_warmup
+from .adam import WEIGHT_DECAY_FORMS, Adam, cosine_decay, exponential_decay, linear_warmup
 from .autoencoder import Autoencoder, AutoencoderConfig
 from .data import to_rows
 from .model import VAE, VAEConfig
@@ -46,12 +46,17 @@ class TrainConfig:
     routed: bool = True           # pass labels to the backward pass (False: a plain VAE)
     val_size: int = 5000          # the last val_size of the 60k training images
     train_subset: int = 0         # train on only the first n training images (0: all of them)
-    weight_decay: float = 0.0     # AdamW's decoupled decay (the paper's autoencoder: 5e-5)
+    weight_decay: float = 0.0     # Adam's weight decay (the paper's autoencoder: 5e-5)
+    weight_decay_form: str = "decoupled"  # "decoupled" (AdamW) or "coupled" (L2 in the gradient,
+                                          # as PyTorch's Adam, the paper's optimiser) (adam.py)
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig: lr_schedule must be one of {sorted(LR_SCHEDULES)}, "
                              f"got {self.lr_schedule!r}")
+        if self.weight_decay_form not in WEIGHT_DECAY_FORMS:
+            raise ValueError(f"TrainConfig: weight_decay_form must be one of "
+                             f"{list(WEIGHT_DECAY_FORMS)}, got {self.weight_decay_form!r}")
         if self.warmup < 0 or self.shift < 0 or self.kl_warmup < 0:
             raise ValueError(f"TrainConfig: warmup, shift and kl_warmup must be >= 0, got "
                              f"{self.warmup}, {self.shift}, {self.kl_warmup}")
@@ -67,6 +72,12 @@ def schedule_of(tcfg):
     else:
         schedule = exponential_decay(tcfg.lr, tcfg.lr_decay)
     return linear_warmup(schedule, tcfg.warmup) if tcfg.warmup else schedule
+
+
+def optimizer_of(model, tcfg):
+    """The Adam that TrainConfig describes, over the model's parameters."""
+    return Adam(model.params, weight_decay=tcfg.weight_decay,
+                weight_decay_form=tcfg.weight_decay_form)
 
 
 def kl_scale_of(tcfg):
@@ -243,7 +254,7 @@ class Trainer:
         self.routing = routing if routing is not None else default_routing(model_config)
         self.rng = np.random.default_rng(train_config.seed)
         self.model = build_model(model_config, rng=self.rng, routing=self.routing)
-        self.opt = Adam(self.model.params, weight_decay=train_config.weight_decay)
+        self.opt = optimizer_of(self.model, train_config)
         self.schedule = schedule_of(train_config)
         self.kl_scale = kl_scale_of(train_config)
         self.train_images, self.train_labels = train_images, train_labels
@@ -292,7 +303,7 @@ class Trainer:
             if stored != value:
                 raise ResumeMismatch(f"train.{field}", stored, value)
         self.model = build_model(self.mcfg, params=params, routing=self.routing)
-        self.opt = Adam(self.model.params, weight_decay=self.tcfg.weight_decay)
+        self.opt = optimizer_of(self.model, self.tcfg)
         self.opt.load_state_dict(adam_state)
         self.rng.bit_generator.state = meta["rng"]
         self.epoch, self.step = meta["epoch"], meta["step"]
@@ -433,7 +444,9 @@ def routing_of(meta):
 
 
 def train_config_of(meta):
-    """The TrainConfig stored with a run (older runs called `routed` `routing`)."""
+    """The TrainConfig stored with a run (older runs called `routed` `routing`). A field added
+    after a run was saved takes its default: a run without weight_decay_form decayed decoupled,
+    the only form there was."""
     stored = dict(meta.get("train", {}))
     if "routing" in stored:
         stored["routed"] = stored.pop("routing")

@@ -123,6 +123,10 @@ BAD = [
     ("train", "--style-kl -0.5", "--style-kl: must be a finite number"),
     ("train", "--style-kl nan", "--style-kl: must be a finite number"),
     ("train", "--style-input sideways", "invalid choice"),
+    ("train", "--weight-decay-form l2", "invalid choice"),
+    ("train", "--weight-decay -0.1", "--weight-decay: must be a finite number"),
+    ("train", "--weight-decay 2", "--weight-decay: must be a finite number"),
+    ("train", "--weight-decay nan", "--weight-decay: must be a finite number"),
     ("train", "--resume --overwrite", "pass one"),
     # train.py: paths and files
     ("train", "--out {file}", "is a file, not a folder"),

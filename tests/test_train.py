@@ -283,6 +283,10 @@ SMALL_FLAGS = ("--hidden", "16", "--epochs", "1", "--train-subset", "500", "--va
     (("--kl-warmup", "2"), "trained with --kl-warmup 0, this command gives --kl-warmup 2"),
     (("--style", "2"), "trained with --style 0, this command gives --style 2"),
     (("--seed", "4"), "--seed 0, this command gives --seed 4"),
+    (("--weight-decay-form", "coupled"), "trained with --weight-decay-form decoupled, this "
+                                         "command gives --weight-decay-form coupled"),
+    (("--weight-decay", "0.001"), "trained with --weight-decay 0.0, this command gives "
+                                  "--weight-decay 0.001"),
 ])
 def test_a_resume_that_contradicts_its_run_is_refused_in_one_line(small_run, mnist_dir, flags,
                                                                    message):
@@ -356,6 +360,71 @@ def test_a_checkpoint_from_before_routings_were_stored_loads_and_resumes(mnist, 
     assert resumed.run()
 
 
+# --------------------------------------------------------------------- the weight decay's form
+@pytest.mark.parametrize("flags, wd, form", [
+    ((), 5e-5, "decoupled"),                                      # the preset's
+    (("--weight-decay-form", "coupled"), 5e-5, "coupled"),
+    (("--weight-decay", "5e-4", "--weight-decay-form", "coupled"), 5e-4, "coupled"),
+])
+def test_the_weight_decay_flags_reach_the_optimiser(mnist, flags, wd, form):
+    script = train_script()
+    args = script.build_parser().parse_args(["--preset", "halves", *flags])
+    _, model_cfg, train_cfg = script.recipe(args)
+    assert (train_cfg.weight_decay, train_cfg.weight_decay_form) == (wd, form)
+    trainer = Trainer(model_cfg, train_cfg, *mnist, log=lambda line: None)
+    assert (trainer.opt.weight_decay, trainer.opt.weight_decay_form) == (wd, form)
+
+
+def coupled_trainer(mnist, out, epochs, form="coupled"):
+    return make_trainer(mnist, out, epochs=epochs, weight_decay=0.01, weight_decay_form=form)
+
+
+def test_a_coupled_run_stores_its_form_and_resumes_to_the_same_numbers(mnist, tmp_path):
+    whole = coupled_trainer(mnist, tmp_path / "whole", epochs=2)
+    assert whole.run()
+    half = coupled_trainer(mnist, tmp_path / "half", epochs=1)
+    assert half.run()
+    meta = load_checkpoint(half.checkpoint_path)[1]
+    assert meta["train"]["weight_decay_form"] == "coupled"
+    resumed = coupled_trainer(mnist, tmp_path / "half", epochs=2)
+    restore(resumed)
+    assert resumed.opt.weight_decay_form == "coupled"        # rebuilt as stored, not the default
+    assert resumed.run()
+    for k in whole.model.params:
+        np.testing.assert_array_equal(resumed.model.params[k], whole.model.params[k], err_msg=k)
+    # Negative control: the same run, decayed decoupled, ends elsewhere.
+    other = coupled_trainer(mnist, tmp_path / "other", epochs=2, form="decoupled")
+    assert other.run()
+    assert max(np.abs(other.model.params[k] - whole.model.params[k]).max()
+               for k in whole.model.params) > 1e-4
+
+
+def test_a_resume_with_the_other_weight_decay_form_is_refused(mnist, tmp_path):
+    coupled_trainer(mnist, tmp_path, epochs=1).run()
+    again = coupled_trainer(mnist, tmp_path, epochs=2, form="decoupled")
+    with pytest.raises(training.ResumeMismatch) as info:
+        restore(again)
+    assert (info.value.field, info.value.stored, info.value.given) == \
+        ("train.weight_decay_form", "coupled", "decoupled")
+
+
+def test_a_checkpoint_from_before_the_weight_decay_form_resumes_as_decoupled(mnist, tmp_path):
+    """A run saved before the coupled form existed decayed decoupled; it resumes so, and a
+    resume asking for coupled is refused."""
+    trainer = coupled_trainer(mnist, tmp_path, epochs=1, form="decoupled")
+    trainer.run()
+    params, meta, adam, arrays = load_checkpoint(trainer.checkpoint_path)
+    del meta["train"]["weight_decay_form"]
+    save_checkpoint(trainer.checkpoint_path, params, meta, adam, arrays)
+    assert training.train_config_of(meta).weight_decay_form == "decoupled"
+    coupled = coupled_trainer(mnist, tmp_path, epochs=2)
+    with pytest.raises(training.ResumeMismatch, match="weight_decay_form"):
+        restore(coupled)
+    resumed = coupled_trainer(mnist, tmp_path, epochs=2, form="decoupled")
+    restore(resumed)
+    assert resumed.opt.weight_decay_form == "decoupled" and resumed.run()
+
+
 def test_an_old_checkpoint_whose_code_is_not_ten_dims_is_refused_in_one_line(tmp_path):
     """Before routings were stored, --no-routing allowed any width; such a code names no digit."""
     cfg = VAEConfig(enc_hidden=(8,), dec_hidden=(8,), latent=7)
@@ -366,14 +435,21 @@ def test_an_old_checkpoint_whose_code_is_not_ten_dims_is_refused_in_one_line(tmp
     assert "\n" not in str(info.value)
 
 
-def test_train_py_names_what_the_library_offers():
-    # train.py keeps the names as constants so that --help needs no import of the library;
-    # they must stay the library's.
+def train_script():
+    """train.py as a module, to call its functions."""
     import importlib.util
-    from gr_numpy import training
-    from gr_numpy.routing import ROUTINGS
     spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_train_py_names_what_the_library_offers():
+    # train.py keeps the names as constants so that --help needs no import of the library;
+    # they must stay the library's.
+    from gr_numpy import adam, training
+    from gr_numpy.routing import ROUTINGS
+    script = train_script()
     assert set(script.ROUTING_NAMES) == set(ROUTINGS)
     assert tuple(script.LR_SCHEDULES) == tuple(training.LR_SCHEDULES)
+    assert tuple(script.WEIGHT_DECAY_FORMS) == tuple(adam.WEIGHT_DECAY_FORMS)
