@@ -362,9 +362,9 @@ def test_a_checkpoint_from_before_routings_were_stored_loads_and_resumes(mnist, 
 
 # --------------------------------------------------------------------- the weight decay's form
 @pytest.mark.parametrize("flags, wd, form", [
-    ((), 5e-5, "decoupled"),                                      # the preset's
-    (("--weight-decay-form", "coupled"), 5e-5, "coupled"),
-    (("--weight-decay", "5e-4", "--weight-decay-form", "coupled"), 5e-4, "coupled"),
+    ((), 5e-5, "coupled"),                                        # the preset's (the paper's)
+    (("--weight-decay-form", "decoupled"), 5e-5, "decoupled"),
+    (("--weight-decay", "5e-4", "--weight-decay-form", "decoupled"), 5e-4, "decoupled"),
 ])
 def test_the_weight_decay_flags_reach_the_optimiser(mnist, flags, wd, form):
     script = train_script()
