@@ -448,7 +448,8 @@ def micro_kernel_asm():
     from gr_numpy.backend.kernels import products
     gemm = numba.njit(parallel=True, fastmath={"contract"})(products._gemm.py_func)  # uncached
     matrix = types.Array(types.float32, 2, "C")
-    signature = (matrix, matrix, matrix, types.Array(types.float32, 1, "C"), types.int64, types.int64, types.int64)
+    signature = (matrix, matrix, matrix, types.Array(types.float32, 1, "C"),   # a, b, out, bias
+                 types.int64, types.int64, types.int64)                        # epilogue, kc, nc
     gemm.compile(signature)
     asm = gemm.inspect_asm(signature)
     blocks = re.split(r"^(\.LBB\w+):", asm, flags=re.M)

@@ -155,15 +155,15 @@ def _pack_b_panel(b, jt, jt0, k0, k1, bpack):
 
 
 @_jit(product=True, inline=True)
-def _tile_product(rows, first, last, bpack, jt, k0, k1, acc):
-    """The micro-kernel: acc[r, :] += sum over k0 <= k < k1 of
+def _tile_product(rows, first, last, bpack, jt, kdim, acc):
+    """The micro-kernel: acc[r, :] += sum over k < kdim of
     rows[min(first + r, last), k] * bpack[jt, k, :].
 
     acc is the (_MR, _NR) register tile. The loop over r is innermost in the source so that LLVM
     unrolls it and vectorises the loop over j; per k the registers hold the tile, the _NR / width
-    vectors of b and the _MR broadcasts of a. Each element is one chain of FMAs, k = k0, k0 + 1, ...
+    vectors of b and the _MR broadcasts of a. Each element is one chain of FMAs, k = 0, 1, ...
     """
-    for k in range(k0, k1):
+    for k in range(kdim):
         for j in range(_NR):
             bkj = bpack[jt, k, j]
             for r in range(_MR):
@@ -213,9 +213,9 @@ def _gemm(a, b, out, bias, epilogue, kc, nc):
                         for j in range(cols):
                             acc[r, j] = out[i0 + r, j0 + j]
                 if rows_contiguous:                      # the tile's _MR rows of a, read in place
-                    _tile_product(a[:, k0:k1], i0, n - 1, bpack, p, 0, k1 - k0, acc)
+                    _tile_product(a[:, k0:k1], i0, n - 1, bpack, p, k1 - k0, acc)
                 else:
-                    _tile_product(apack[it], 0, _MR - 1, bpack, p, 0, k1 - k0, acc)
+                    _tile_product(apack[it], 0, _MR - 1, bpack, p, k1 - k0, acc)
 
                 # the epilogue, after the last k block; before it, the partial sums as they are
                 finish = epilogue if k1 == kdim else _PLAIN
