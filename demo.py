@@ -131,7 +131,7 @@ def main(argv=None):
     import numpy as np
 
     from gr_numpy.backend import ops
-    from gr_numpy.tools.checkpoint import CheckpointError, load_model
+    from gr_numpy.checkpoint import CheckpointError, load_model
 
     # One image at a time gains nothing from the Numba kernels; NumPy starts without compiling.
     ops.set_backend("numpy")

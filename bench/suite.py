@@ -47,7 +47,7 @@ import time
 import numpy as np
 
 from gr_numpy.tools.cli import RUNS, OneLineParser, int_in, output_file
-from gr_numpy.tools.files import write_atomically
+from gr_numpy.files import write_atomically
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m bench` runs
 PAUSE = 0.3   # seconds of idle between the two libraries' measurements (see the docstring)

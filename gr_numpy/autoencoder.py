@@ -22,12 +22,13 @@ the same line as the VAE's. Not here: the optimiser (adam.py, AdamW), the loop (
 Glossary: N batch, D pixels (784), H a hidden width, C code dims (32), G groups (2 halves).
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .layers import linear_backward, linear_forward, linear_relu_backward, linear_relu_forward
+from .layers import linear_backward, linear_forward
 from .losses import correlation_penalty, l1_penalty, mae
+from .mlp import Model, Stack
 from .routing import halves
 
 
@@ -39,9 +40,12 @@ class AutoencoderConfig:
     network; `--preset halves-paper` takes the paper's sizes too.
     """
     input_dim: int = 784              # D
-    enc_hidden: tuple = (512, 256)    # encoder hidden widths, input side first (paper 2048, 512)
-    dec_hidden: tuple = (256, 512)    # decoders' hidden widths, code side first (the mirror)
-    code: int = 32                    # C: the code's width (the routing's dims)
+    enc_hidden: tuple = field(default=(512, 256), metadata={   # input side first (paper 2048, 512)
+        "flag": "--hidden", "range": (1, 100_000),
+        "help": "encoder hidden widths, input side first; the decoders mirror them"})
+    dec_hidden: tuple = field(default=(256, 512), metadata={  # code side first
+        "flag": "--hidden", "mirrors": True})
+    code: int = field(default=32, metadata={"flag": "--routing"})   # C: the routing's dims
     recon_weight: float = 2.0         # the paper sums the MAE of the 0-4 and of the 5-9 images,
                                       # each a mean over its own group: about 2 x the batch MAE
     l1_weights: tuple = (3e-3, 3e-3)  # L1 on each half: sum over dims of the batch-mean |z|
@@ -88,38 +92,29 @@ class AutoencoderConfig:
         return self.code
 
 
-def decoder_shapes(prefix, d_in, hidden, d_out):
-    """Name -> shape of a decoder MLP d_in -> hidden... -> d_out, every layer with a bias."""
-    shapes, sizes = {}, (d_in,) + tuple(hidden)
-    for i in range(len(hidden)):
-        shapes[f"{prefix}dec{i}.W"], shapes[f"{prefix}dec{i}.b"] = (sizes[i], sizes[i + 1]), \
-            (sizes[i + 1],)
-    shapes[f"{prefix}out.W"], shapes[f"{prefix}out.b"] = (sizes[-1], d_out), (d_out,)
-    return shapes
+def stacks(cfg, routing):
+    """The autoencoder's hidden stacks: the encoder's, the main decoder's (from the whole
+    code), and certificate g's (from group g's dims), ReLU everywhere, every layer biased."""
+    decoders = {"": cfg.code}
+    decoders.update({f"cert{g}.": len(dims) for g, dims in enumerate(routing.groups)})
+    return (Stack("enc", (cfg.input_dim,) + cfg.enc_hidden),
+            {prefix: Stack(prefix + "dec", (d_in,) + cfg.dec_hidden)
+             for prefix, d_in in decoders.items()})
 
 
 def layer_shapes(cfg, routing):
     """Name -> shape of every parameter: encoder, code (no bias), decoder, certificate g."""
-    shapes, sizes = {}, (cfg.input_dim,) + cfg.enc_hidden
-    for i in range(len(cfg.enc_hidden)):
-        shapes[f"enc{i}.W"], shapes[f"enc{i}.b"] = (sizes[i], sizes[i + 1]), (sizes[i + 1],)
-    shapes["code.W"] = (sizes[-1], cfg.code)                      # bias-free, as in the paper
-    shapes.update(decoder_shapes("", cfg.code, cfg.dec_hidden, cfg.input_dim))
-    for g, dims in enumerate(routing.groups):
-        shapes.update(decoder_shapes(f"cert{g}.", len(dims), cfg.dec_hidden, cfg.input_dim))
+    encoder, decoders = stacks(cfg, routing)
+    shapes = encoder.shapes()
+    shapes["code.W"] = (encoder.widths[-1], cfg.code)              # bias-free, as in the paper
+    for prefix, decoder in decoders.items():
+        shapes.update(decoder.shapes())
+        shapes[f"{prefix}out.W"], shapes[f"{prefix}out.b"] = (decoder.widths[-1],
+                                                              cfg.input_dim), (cfg.input_dim,)
     return shapes
 
 
-def init_params(cfg, routing, rng):
-    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, as PyTorch's Linear does."""
-    params, shapes = {}, layer_shapes(cfg, routing)
-    for name, shape in shapes.items():
-        bound = 1.0 / np.sqrt(shapes[name[:-2] + ".W"][0])        # a bias shares its weight's fan-in
-        params[name] = rng.uniform(-bound, bound, size=shape).astype(cfg.dtype)
-    return params
-
-
-class Autoencoder:
+class Autoencoder(Model):
     """The paper's split autoencoder; forward and backward passes are plain functions of a dict.
 
     routing: which code dims each label may train; two groups (the halves), no free dims. It
@@ -127,27 +122,33 @@ class Autoencoder:
     """
 
     kind = "autoencoder"
-    noise_dim = 0                        # draws no noise: train_step passes eps=None
+    noise_dim = 0                        # draws no noise: eps is (N, 0), or None
     logged_losses = ("loss", "recon", "l1", "corr", "cert")
+    pixels = (-1.0, 1.0)                 # the paper's pixel range
+    val_keys = ("mae", "ratios")
+    test_keys = {"mae": "test_mae", "per_digit": "per_digit_mae"}
 
     def __init__(self, config=None, params=None, rng=None, routing=None):
-        self.config = config if config is not None else AutoencoderConfig()
-        self.routing = routing if routing is not None else halves(half=self.config.code // 2)
-        self._check_routing()
-        if params is None:
-            params = init_params(self.config, self.routing,
-                                 rng if rng is not None else np.random.default_rng(0))
-        self.params = params
-        self._check_params()
+        config = config if config is not None else AutoencoderConfig()
+        routing = routing if routing is not None else halves(half=config.code // 2)
+        self.check_routing(config, routing)
+        self.encoder, self.decoders = stacks(config, routing)
+        self.certificates = len(routing.groups)
+        super().__init__(config, routing, params, rng, layer_shapes(config, routing))
+
+    shapes = staticmethod(layer_shapes)        # (config, routing) -> name -> shape
+
+    @staticmethod
+    def check_routing(config, routing):
+        """Refuse (ValueError) a routing other than two groups over the whole code, no free dims:
+        one certificate reads each group."""
+        if len(routing.groups) != 2 or routing.free_dims or routing.code_dim != config.code:
+            raise ValueError(f"the autoencoder needs a routing of two groups and no free dims "
+                             f"over its {config.code} code dims (--routing halves), got {routing}")
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, eps=None, kl_scale=1.0):
-        """x (N, D) in [-1, 1] -> losses dict, cache for `backward`. eps must be None (no noise)
-        and kl_scale 1 (no KL): the VAE's arguments, so that one train_step serves both."""
-        if eps is not None:
-            raise ValueError("Autoencoder.forward: eps must be None, the autoencoder draws no noise")
-        if kl_scale != 1:
-            raise ValueError("Autoencoder.forward: kl_scale must be 1, the autoencoder has no KL")
+    def forward(self, x):
+        """x (N, D) in [-1, 1] -> losses dict, cache for `backward`."""
         cfg, groups = self.config, self.routing.groups
         cache = {}
         z = self.encoder_forward(x, cache)                               # (N, C)
@@ -180,24 +181,15 @@ class Autoencoder:
 
     def encoder_forward(self, x, cache):
         """x (N, D) -> z (N, C): ReLU hidden layers, then a linear, bias-free code layer."""
-        p = self.params
-        cache["enc"] = []
-        h = x
-        for i in range(len(self.config.enc_hidden)):
-            h, layer = linear_relu_forward(h, p[f"enc{i}.W"], p[f"enc{i}.b"])   # relu(h @ W + b)
-            cache["enc"].append(layer)
-        z, cache["code"] = linear_forward(h, p["code.W"])                        # h @ W
+        h = self.encoder.forward(self.params, x, cache.setdefault("enc", []))  # relu(h @ W + b)
+        z, cache["code"] = linear_forward(h, self.params["code.W"])              # h @ W
         return z
 
     def decoder_forward(self, z, cache, prefix):
         """z (N, C) or a half (N, C / 2) -> y (N, D): the main decoder (prefix "") or
         certificate g (prefix "cert{g}."); ReLU hidden layers, a linear output."""
         p = self.params
-        cache[prefix + "dec"] = []
-        h = z
-        for i in range(len(self.config.dec_hidden)):
-            h, layer = linear_relu_forward(h, p[f"{prefix}dec{i}.W"], p[f"{prefix}dec{i}.b"])
-            cache[prefix + "dec"].append(layer)
+        h = self.decoders[prefix].forward(p, z, cache.setdefault(prefix + "dec", []))
         y, cache[prefix + "out"] = linear_forward(h, p[f"{prefix}out.W"], p[f"{prefix}out.b"])
         return y
 
@@ -206,7 +198,7 @@ class Autoencoder:
         """The forward pass in reverse. labels (N,) turns routing on; None is a plain autoencoder."""
         grads = {}
         dz = self.decoder_backward(cache["dy"], cache, "", grads)         # (N, C) dL_recon/dz
-        for g in range(len(self.routing.groups)):  # the certificates: weight gradients only
+        for g in range(self.certificates):      # the certificates: weight gradients only
             self.decoder_backward(cache["dy_cert"][g], cache, f"cert{g}.", grads, need_dx=False)
 
         # ---------------------------------------------------------------- GRADIENT ROUTING
@@ -217,9 +209,9 @@ class Autoencoder:
             dz = dz * self.routing.mask(labels, dz.dtype)                 # (N, C)
         # ----------------------------------------------------------------------------------
 
-        # The certificates read the code as a constant (PyTorch: z.detach()): routing with an
-        # all-zero mask, every image, every dim. Their dL/dz would be multiplied by 0 here, so
-        # decoder_backward above does not compute it (need_dx=False): nothing of it is added.
+        # The certificates read the code as a constant (PyTorch: z.detach()): their gradient
+        # stops at their input, so decoder_backward above does not compute dL/d(half) for them
+        # (need_dx=False): nothing of the certificates' loss reaches dz or the encoder.
 
         dz = dz + cache["dz_reg"]                  # L1 and correlation: unrouted, like the KL
         self.encoder_backward(dz, cache, grads)
@@ -230,77 +222,124 @@ class Autoencoder:
         decoder's entries of grads."""
         dh, grads[prefix + "out.W"], grads[prefix + "out.b"] = linear_backward(dy,
                                                                              cache[prefix + "out"])
-        for i in reversed(range(len(self.config.dec_hidden))):
-            dh, grads[f"{prefix}dec{i}.W"], grads[f"{prefix}dec{i}.b"] = linear_relu_backward(
-                dh, cache[prefix + "dec"][i], need_dx=need_dx or i > 0)
-        return dh
+        return self.decoders[prefix].backward(dh, cache[prefix + "dec"], grads, need_dx)
 
     def encoder_backward(self, dz, cache, grads):
         """dL/dz (N, C), routed or not, back through the code layer and the encoder."""
         dh, grads["code.W"], _ = linear_backward(dz, cache["code"])
-        for i in reversed(range(len(self.config.enc_hidden))):   # layer 0's input is the data
-            dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = linear_relu_backward(
-                dh, cache["enc"][i], need_dx=i > 0)
+        self.encoder.backward(dh, cache["enc"], grads, need_dx=False)   # its input is the data
         return grads
 
-    def loss_and_grads(self, x, labels=None):
-        """x (N, D) floats in [-1, 1]; labels (N,) ints or None -> (losses, grads).
+    def loss_and_grads(self, x, labels=None, eps=None):
+        """x (N, D) floats in [-1, 1]; labels (N,) ints or None; eps: no noise, (N, 0) or None
+        -> (losses, grads). The one checked path into a step: training.train_step calls it.
 
         losses: "loss", "recon" (main MAE), "l1", "corr", "cert" (sum of the certificates'
         MAEs); grads: one array per parameter, same keys and shapes.
         """
-        x = self._check_x(x, "loss_and_grads")
-        if labels is not None:
-            labels = self.routing.check_labels(labels, x.shape[0], "loss_and_grads")
+        x, labels, _ = self._check_inputs(x, labels, eps)
         losses, cache = self.forward(x)
         return {k: float(v) for k, v in losses.items()}, self.backward(cache, labels)
 
-    # ------------------------------------------------------------------ inference
-    def encode(self, x, batch_size=1000):
-        """x (N, D) in [-1, 1] -> z (N, C), the code."""
-        x = self._check_x(x, "encode")
-        return np.concatenate([self.encoder_forward(x[i:i + batch_size], {})
-                               for i in range(0, len(x), batch_size)])
+    # ------------------------------------------------------------------ the code
+    def _encode(self, x):
+        return self.encoder_forward(x, {})           # encode(x) is the code z itself
 
-    def code(self, x, batch_size=1000):
-        """x (N, D) in [-1, 1] -> z (N, C), the code the decoders read: the encoder's output
-        itself (no sampling). The VAE's `code` is its noiseless code; the tools call either."""
-        return self.encode(x, batch_size)
+    def code_of(self, z):
+        """z (N, C) -> the code the decoders read: z itself (no sampling)."""
+        return z
 
-    def decode(self, z, certificate=None, batch_size=1000):
-        """z (N, C) -> y (N, D), pixels in [-1, 1] (not clipped). certificate=g: certificate g's
-        drawing from its half of z (the rest of z is not read)."""
-        z = np.asarray(z, dtype=self.config.dtype)
-        prefix = "" if certificate is None else f"cert{certificate}."
-        if certificate is not None:
-            z = z[:, self.routing.groups[certificate]]
-        return np.concatenate([self.decoder_forward(z[i:i + batch_size], {}, prefix)
-                               for i in range(0, len(z), batch_size)])
+    def readout_of(self, z):
+        """z (N, C) -> what the routing reads the group off: |z|. The code is signed, and the L1
+        penalty pulls the half an image does not use towards 0, whatever the sign of the other."""
+        return np.abs(z)
 
-    # ------------------------------------------------------------------ input checks
-    def _check_params(self):
-        shapes = layer_shapes(self.config, self.routing)
-        if set(shapes) != set(self.params):
-            raise ValueError(f"Autoencoder: parameter names {sorted(self.params)} do not match "
-                             f"the config's {sorted(shapes)}")
-        for name, shape in shapes.items():
-            if self.params[name].shape != shape or self.params[name].dtype != self.config.dtype:
-                raise ValueError(f"Autoencoder: parameter {name} is {self.params[name].dtype} "
-                                 f"{self.params[name].shape}, config expects "
-                                 f"{self.config.dtype} {shape}")
+    def _decode(self, z):
+        return self.decoder_forward(z, {}, "")       # pixels in [-1, 1], not clipped
 
-    def _check_x(self, x, where):
-        x = np.asarray(x)
-        D = self.config.input_dim
-        if x.ndim != 2 or x.shape[1] != D or not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{where}: x must be floats in [-1, 1] of shape (N, {D}), got "
-                             f"{x.dtype} {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{where}: x contains NaN or inf")
-        return np.ascontiguousarray(x, dtype=self.config.dtype)
+    def decode_certificate(self, z, g, batch_size=1000):
+        """z (N, C) -> certificate g's drawing (N, D) in [-1, 1] from its group's dims of z (the
+        rest of z is not read)."""
+        half = np.asarray(z, dtype=self.config.dtype)[:, self.routing.groups[g]]
+        return np.concatenate([self.decoder_forward(half[i:i + batch_size], {}, f"cert{g}.")
+                               for i in range(0, len(half), batch_size)])
 
-    def _check_routing(self):
-        r = self.routing
-        if len(r.groups) != 2 or r.free_dims or r.code_dim != self.config.code:
-            raise ValueError(f"Autoencoder: needs a routing of two groups and no free dims over "
-                             f"its {self.config.code} code dims (the halves), got {r}")
+    # ------------------------------------------------------------------ scores
+    def score(self, images, labels, batch_size=1000):
+        """The certificate table: MAE (pixels in [-1, 1]) of the main decoder and of each
+        certificate, per digit and per routing group; and each certificate's MSE as the paper's
+        Table 2 has it (per-digit means, averaged with equal weight over a group's digits: the
+        official code squares the error). Labels are used only to group the scores.
+
+        Returns {"mae": main decoder over all images, "per_digit": {"decoder", "first",
+        "second": (10,) lists}, "certificates": {"first": {"0-4": ..., "5-9": ...}, "second":
+        {...}}, "ratios": {"first": MAE on the other group / on its own, "second": ...},
+        "certificates_mse": like "certificates", "mse_ratios": like "ratios"}.
+        """
+        routing = self.routing
+        labels = routing.check_labels(np.asarray(labels, dtype=np.intp), where="score")
+        names = list(CERTIFICATE_NAMES)
+        decoders = ["decoder"] + names
+        sums = {d: np.zeros(routing.labels) for d in decoders}             # absolute errors
+        squares = {d: np.zeros(routing.labels) for d in names}             # squared errors
+        for i in range(0, len(images), batch_size):
+            x = self.to_input(images[i:i + batch_size])                   # (n, D) in [-1, 1]
+            y = labels[i:i + batch_size]
+            z = self.encode(x)
+            for d, cert in zip(decoders, (None, 0, 1)):
+                drawn = self.decode(z) if cert is None else self.decode_certificate(z, cert)
+                diff = drawn - x
+                err = np.abs(diff).mean(axis=1, dtype=np.float64)
+                sums[d] += np.bincount(y, weights=err, minlength=routing.labels)
+                if cert is not None:
+                    sq = np.square(diff).mean(axis=1, dtype=np.float64)
+                    squares[d] += np.bincount(y, weights=sq, minlength=routing.labels)
+        counts = np.maximum(np.bincount(labels, minlength=routing.labels), 1)
+
+        def over(d, group):
+            digits = routing.labels_of(group)
+            return float(sums[d][digits].sum() / counts[digits].sum())
+
+        def over_digits(d, group):
+            digits = routing.labels_of(group)
+            return float(np.mean(squares[d][digits] / counts[digits]))
+
+        def other_over_own(table):
+            own = {n: table[n][routing.group_names[g]] for g, n in enumerate(names)}
+            other = {n: table[n][routing.group_names[1 - g]] for g, n in enumerate(names)}
+            return {n: other[n] / own[n] for n in names}
+        table = {n: {routing.group_names[g]: over(n, g) for g in range(2)} for n in names}
+        mse = {n: {routing.group_names[g]: over_digits(n, g) for g in range(2)} for n in names}
+        return {"mae": float(sums["decoder"].sum() / counts.sum()),
+                "per_digit": {d: [float(v) for v in sums[d] / counts] for d in decoders},
+                "certificates": table, "ratios": other_over_own(table),
+                "certificates_mse": mse, "mse_ratios": other_over_own(mse)}
+
+    def report(self, scores):
+        """scores -> a small table, test MAE then the paper's MSE, pixels in [-1, 1]."""
+        groups = list(scores["certificates"]["first"])                   # ["0-4", "5-9"]
+        lines = [f"test   | MAE (pixels in [-1, 1]) | main decoder {scores['mae']:.4f}",
+                 f"       | {'certificate':<22} | " + " | ".join(f"on {g:<5}" for g in groups)
+                 + " | other / own"]
+        for table, ratios in (("certificates", "ratios"), ("certificates_mse", "mse_ratios")):
+            if table == "certificates_mse":
+                lines.append("       | MSE, per-digit mean    | (the metric of the paper's "
+                             "Table 2)")
+            for g, name in enumerate(CERTIFICATE_NAMES):
+                row = scores[table][name]
+                lines.append(f"       | {name + ' half (' + groups[g] + ')':<22} | "
+                             + " | ".join(f"{row[k]:8.4f}" for k in groups)
+                             + f" | {scores[ratios][name]:.2f}x")
+        return lines
+
+    def log_line(self, entry):
+        """A history entry -> its log line: the main MAE and each certificate's other / own."""
+        ratios = entry["val_ratios"]
+        val = (f"val mae {entry['val_mae']:.4f} | certificates other/own "
+               f"{ratios['first']:.2f}x {ratios['second']:.2f}x" if ratios else "val n/a")
+        return (f"epoch {entry['epoch']:2d} | loss {entry['loss']:.4f} | mae "
+                f"{entry['recon']:.4f} | cert {entry['cert']:.4f} | l1 {entry['l1']:.4f} | "
+                f"corr {entry['corr']:.4f} | {val} | {entry['seconds']:.1f} s")
+
+
+CERTIFICATE_NAMES = ("first", "second")          # the certificates, by the half they read

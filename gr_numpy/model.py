@@ -18,12 +18,13 @@ same keys. Not here: the optimiser (adam.py), the data (data.py), the training l
 Glossary: N batch, D pixels (784), H a hidden width, K routed (digit) dims, S style dims.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .layers import LINEAR_ACTIVATIONS, STYLE_INPUTS, linear_backward, linear_forward
 from .layers import relu_backward, relu_forward, sigmoid_forward
+from .mlp import Model, Stack
 from .losses import RECONSTRUCTION_LOSSES, kl_normal, l1_penalty, reparameterize_backward
 from .losses import reparameterize_forward
 from .routing import one_per_digit
@@ -33,24 +34,39 @@ from .routing import one_per_digit
 class VAEConfig:
     """Everything that fixes the model's shape and loss. Stored inside every checkpoint.
 
-    The defaults are the default recipe (`python train.py`); presets change some fields.
+    The defaults are the default recipe (`python train.py`); presets change some fields. A
+    field with a "help" in its metadata is a flag of train.py (its name, or "flag"; a "range"
+    or "choices" checks the value there).
     """
     input_dim: int = 784            # D
-    enc_hidden: tuple = (512, 256)  # encoder hidden widths, input side first
-    dec_hidden: tuple = (256, 512)  # decoder hidden widths, latent side first
-    latent: int = 10                # K: the routed dims (the routing's groups), one per digit
+    enc_hidden: tuple = field(default=(512, 256), metadata={  # input side first
+        "flag": "--hidden", "range": (1, 100_000),
+        "help": "encoder hidden widths, input side first; the decoder mirrors them"})
+    dec_hidden: tuple = field(default=(256, 512), metadata={  # latent side first
+        "flag": "--hidden", "mirrors": True})
+    latent: int = field(default=10, metadata={"flag": "--routing"})  # K: the routing's routed dims
     enc_act: str = "relu"           # activation of the encoder's hidden layers
-    dec_act: str = "elu"            # activation of the decoder's hidden layers
+    dec_act: str = field(default="elu", metadata={
+        "choices": tuple(LINEAR_ACTIVATIONS), "help": "decoder hidden activation"})
     dec_hidden_bias: bool = False   # no bias: the all-zero code cannot decode to a "free" digit
-    relu_z: bool = True             # z = relu(sample): "more of a digit" is positive
+    relu_z: bool = field(default=True, metadata={   # z = relu(sample): "more of a digit" is > 0
+        "flag": "--no-relu-z", "help": "ablation: no ReLU on the digit code (z = the sample)"})
     recon: str = "bce"              # "bce" (Bernoulli cross-entropy) or "sse" (sum sq. error)
     recon_weight: float = 1.0       # multiplies the reconstruction loss
-    kl_weight: float = 0.5          # multiplies the KL term of the K digit dims
-    l1_weight: float = 0.0          # multiplies an L1 penalty on z_d (label-free, not routed)
-    style: int = 0                  # S: unrouted style dims after the K digit dims (0: none)
-    style_kl_weight: float = 1.0    # multiplies the KL term of the S style dims
-    style_input: str = "outer"      # decoder input: "outer" [z_d, vec(z_d outer z_s)] or
-                                    # "shared" [z_d, sum(z_d) * z_s] (one style for all digits)
+    kl_weight: float = field(default=0.5, metadata={
+        "range": (0, 1000), "help": "weight of the digit dims' KL term"})
+    l1_weight: float = field(default=0.0, metadata={
+        "range": (0, 1000), "help": "weight of an L1 penalty on the digit code z_d, label-free "
+                                    "and unrouted"})
+    style: int = field(default=0, metadata={  # S: unrouted style dims after the K digit dims
+        "range": (0, 1000), "help": "style dims S: unrouted, read by the decoder only "
+                                    "multiplied by the digit dims"})
+    style_kl_weight: float = field(default=1.0, metadata={
+        "flag": "--style-kl", "range": (0, 1000), "help": "weight of the style dims' KL term"})
+    style_input: str = field(default="outer", metadata={
+        "choices": tuple(STYLE_INPUTS),
+        "help": "how style reaches the decoder: outer = [z_d, vec(z_d outer z_s)] (a style per "
+                "digit), shared = [z_d, sum(z_d) * z_s] (one style for all)"})
     dtype: str = "float32"
 
     kind = "vae"                    # not a field: the autoencoder's config says "autoencoder"
@@ -94,34 +110,27 @@ class VAEConfig:
         return self.latent + per_digit * self.style
 
 
-def layer_shapes(cfg):
-    """Name -> shape of every parameter, in forward order. None-bias layers are simply absent."""
-    shapes = {}
-    sizes = (cfg.input_dim,) + cfg.enc_hidden
-    for i in range(len(cfg.enc_hidden)):
-        shapes[f"enc{i}.W"], shapes[f"enc{i}.b"] = (sizes[i], sizes[i + 1]), (sizes[i + 1],)
+def stacks(cfg):
+    """The VAE's two hidden stacks: the encoder's (D -> enc_hidden) and the decoder's
+    (its input -> dec_hidden), the latter without biases unless dec_hidden_bias."""
+    return (Stack("enc", (cfg.input_dim,) + cfg.enc_hidden, cfg.enc_act),
+            Stack("dec", (cfg.decoder_input_dim,) + cfg.dec_hidden, cfg.dec_act,
+                  bias=cfg.dec_hidden_bias))
+
+
+def layer_shapes(cfg, routing=None):
+    """(routing: unused, the code's width is the config's) Name -> shape of every parameter, in forward order: the encoder, the mu and logvar heads
+    (H, K + S), the decoder, the output layer (H, D)."""
+    encoder, decoder = stacks(cfg)
+    shapes, H_enc, H_dec = encoder.shapes(), encoder.widths[-1], decoder.widths[-1]
     for head in ("mu", "logvar"):
-        shapes[f"{head}.W"], shapes[f"{head}.b"] = (sizes[-1], cfg.code_dim), (cfg.code_dim,)
-    sizes = (cfg.decoder_input_dim,) + cfg.dec_hidden
-    for i in range(len(cfg.dec_hidden)):
-        shapes[f"dec{i}.W"] = (sizes[i], sizes[i + 1])
-        if cfg.dec_hidden_bias:
-            shapes[f"dec{i}.b"] = (sizes[i + 1],)
-    shapes["out.W"], shapes["out.b"] = (sizes[-1], cfg.input_dim), (cfg.input_dim,)
+        shapes[f"{head}.W"], shapes[f"{head}.b"] = (H_enc, cfg.code_dim), (cfg.code_dim,)
+    shapes.update(decoder.shapes())
+    shapes["out.W"], shapes["out.b"] = (H_dec, cfg.input_dim), (cfg.input_dim,)
     return shapes
 
 
-def init_params(cfg, rng):
-    """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, as PyTorch's Linear does."""
-    params, shapes = {}, layer_shapes(cfg)
-    for name, shape in shapes.items():
-        fan_in = shapes[name[:-2] + ".W"][0]     # a bias shares its weight's fan-in
-        bound = 1.0 / np.sqrt(fan_in)
-        params[name] = rng.uniform(-bound, bound, size=shape).astype(cfg.dtype)
-    return params
-
-
-class VAE:
+class VAE(Model):
     """An MLP VAE whose forward and backward passes are plain functions of a dict of arrays.
 
     routing: which code dims each label may train (routing.py); by default one dim per digit
@@ -130,16 +139,26 @@ class VAE:
 
     kind = "vae"
     logged_losses = ("loss", "recon", "kl")      # the training log's columns
+    val_keys = ("acc", "mse")                    # kept in each epoch's history entry
+    test_keys = {"acc": "test_acc", "mse": "test_mse"}   # the rest keep their names
 
     def __init__(self, config=None, params=None, rng=None, routing=None):
-        self.config = config if config is not None else VAEConfig()
-        self.routing = routing if routing is not None else \
-            one_per_digit(style=self.config.style, digits=self.config.latent)
-        if params is None:
-            params = init_params(self.config, rng if rng is not None else np.random.default_rng(0))
-        self.params = params
-        self._check_params()
-        self._check_routing()
+        config = config if config is not None else VAEConfig()
+        routing = routing if routing is not None else \
+            one_per_digit(style=config.style, digits=config.latent)
+        self.check_routing(config, routing)
+        self.encoder, self.decoder = stacks(config)
+        super().__init__(config, routing, params, rng, layer_shapes(config))
+
+    shapes = staticmethod(layer_shapes)        # (config, routing) -> name -> shape
+
+    @staticmethod
+    def check_routing(config, routing):
+        """Refuse (ValueError) a routing whose routed and free dims are not the config's K, S."""
+        if (routing.routed_dims, routing.free_dims) != (config.latent, config.style):
+            raise ValueError(f"VAE: routing {routing.name} has {routing.routed_dims} routed and "
+                             f"{routing.free_dims} free dims; the config has latent "
+                             f"{config.latent} and style {config.style}")
 
     @property
     def noise_dim(self):
@@ -178,12 +197,7 @@ class VAE:
         z = [relu(sample[:, :K]), sample[:, K:]]: the ReLU acts on the digit dims only.
         """
         cfg, p, K = self.config, self.params, self.config.latent
-        hidden_forward, _ = LINEAR_ACTIVATIONS[cfg.enc_act]
-        cache["enc"] = []
-        h = x
-        for i in range(len(cfg.enc_hidden)):
-            h, layer = hidden_forward(h, p[f"enc{i}.W"], p[f"enc{i}.b"])   # act(h @ W + b)
-            cache["enc"].append(layer)
+        h = self.encoder.forward(p, x, cache.setdefault("enc", []))   # act(h @ W + b), L times
         mu, cache["mu"] = linear_forward(h, p["mu.W"], p["mu.b"])
         logvar, cache["logvar"] = linear_forward(h, p["logvar.W"], p["logvar.b"])
         sample, cache["reparam"] = reparameterize_forward(mu, logvar, eps)   # (N, K + S)
@@ -196,15 +210,11 @@ class VAE:
     def decoder_forward(self, z, cache):
         """z (N, K + S) -> logits (N, D) of the pixels; records what backward needs in cache."""
         cfg, p, K = self.config, self.params, self.config.latent
-        hidden_forward, _ = LINEAR_ACTIVATIONS[cfg.dec_act]
-        cache["dec"] = []
         h = z                                                   # S = 0: the decoder reads z
         if cfg.style:
             style_forward, _ = STYLE_INPUTS[cfg.style_input]
             h, cache["style_input"] = style_forward(z[:, :K], z[:, K:])   # (N, K + K*S) or K + S
-        for i in range(len(cfg.dec_hidden)):
-            h, layer = hidden_forward(h, p[f"dec{i}.W"], p.get(f"dec{i}.b"))  # no bias by default
-            cache["dec"].append(layer)
+        h = self.decoder.forward(p, h, cache.setdefault("dec", []))     # no bias by default
         logits, cache["out"] = linear_forward(h, p["out.W"], p["out.b"])
         return logits
 
@@ -231,12 +241,8 @@ class VAE:
     def decoder_backward(self, cache, grads):
         """From dL/dlogits back to dL/dz (N, K + S); fills the decoder's entries of grads."""
         cfg = self.config
-        _, hidden_backward = LINEAR_ACTIVATIONS[cfg.dec_act]
         dh, grads["out.W"], grads["out.b"] = linear_backward(cache["dlogits"], cache["out"])
-        for i in reversed(range(len(cfg.dec_hidden))):
-            dh, grads[f"dec{i}.W"], db = hidden_backward(dh, cache["dec"][i])
-            if db is not None:
-                grads[f"dec{i}.b"] = db
+        dh = self.decoder.backward(dh, cache["dec"], grads)
         if not cfg.style:
             return dh                                                 # S = 0: dL/dz itself
         _, style_backward = STYLE_INPUTS[cfg.style_input]
@@ -245,7 +251,6 @@ class VAE:
 
     def encoder_backward(self, dz, cache, grads):
         """From dL/dz (N, K + S), routed or not, back through z, the heads and the encoder."""
-        cfg = self.config
         dz = dz + cache["dz_l1"]                  # the L1 penalty's gradient, like KL's: unrouted
 
         dmu_z, dlogvar_z = self.sample_backward(dz, cache)            # through z to the heads
@@ -255,11 +260,7 @@ class VAE:
         dh_mu, grads["mu.W"], grads["mu.b"] = linear_backward(dmu, cache["mu"])
         dh_logvar, grads["logvar.W"], grads["logvar.b"] = linear_backward(dlogvar, cache["logvar"])
         dh = dh_mu + dh_logvar                                        # both heads read h
-
-        _, hidden_backward = LINEAR_ACTIVATIONS[cfg.enc_act]
-        for i in reversed(range(len(cfg.enc_hidden))):     # layer 0's input is the data: no dx
-            dh, grads[f"enc{i}.W"], grads[f"enc{i}.b"] = hidden_backward(dh, cache["enc"][i],
-                                                                         need_dx=i > 0)
+        self.encoder.backward(dh, cache["enc"], grads, need_dx=False)   # its input is the data
         return grads
 
     def sample_backward(self, dz, cache):
@@ -274,103 +275,80 @@ class VAE:
         dsample = np.concatenate([dz_d, dz_s], axis=1)                # (N, K + S)
         return reparameterize_backward(dsample, cache["reparam"])
 
-    def loss_and_grads(self, x, labels=None, eps=None):
-        """x (N, D) floats in [0, 1]; labels (N,) ints or None; eps (N, K + S) noise or None (0).
+    def loss_and_grads(self, x, labels=None, eps=None, kl_scale=1.0):
+        """x (N, D) floats in [0, 1]; labels (N,) ints or None; eps (N, K + S) noise or None (0);
+        kl_scale the KL weights' factor (below 1 only during a KL warm-up).
 
         Returns (losses, grads): losses has "loss", "recon", "kl", "l1" (mean per image);
         grads has one array per parameter, same keys and shapes. The caller draws eps
-        (eps=None means z = relu(mu), the noiseless code).
+        (eps=None means z = relu(mu), the noiseless code). The one checked path into a step:
+        training.train_step calls it.
         """
-        x = self._check_x(x, "loss_and_grads")
-        if eps is None:
-            eps = np.zeros((x.shape[0], self.config.code_dim), dtype=x.dtype)
-        eps = self._check_eps(eps, x.shape[0], "loss_and_grads")
-        if labels is not None:
-            labels = self._check_labels(labels, x.shape[0], "loss_and_grads")
-        losses, cache = self.forward(x, eps)
+        x, labels, eps = self._check_inputs(x, labels, eps)
+        losses, cache = self.forward(x, eps, kl_scale)
         grads = self.backward(cache, labels)
         return {k: float(v) for k, v in losses.items()}, grads
 
-    # ------------------------------------------------------------------ inference
-    def encode(self, x, batch_size=1000):
-        """x (N, D) -> mu (N, K + S), the encoder's mean; routing.read_group(mu) names its group."""
-        x = self._check_x(x, "encode")
-        return np.concatenate([self._encode(x[i:i + batch_size])
-                               for i in range(0, len(x), batch_size)] or [self._empty()])
+    # ------------------------------------------------------------------ the code
+    def _encode(self, x):
+        eps = np.zeros((x.shape[0], self.config.code_dim), dtype=x.dtype)
+        mu, _, _ = self.encoder_forward(x, eps, {})
+        return mu                                    # encode(x) is the encoder's mean mu
 
-    def code(self, x, batch_size=1000):
-        """x (N, D) -> the noiseless code the decoder reads (N, K + S): mu, digit dims ReLU'd."""
-        mu = self.encode(x, batch_size)
-        return self.code_of_mean(mu)
-
-    def code_of_mean(self, mu):
+    def code_of(self, mu):
         """mu (N, K + S) -> the noiseless code: relu on the K digit dims if relu_z, style as is."""
         if not self.config.relu_z:
             return mu
         K = self.config.latent
         return np.concatenate([np.maximum(mu[:, :K], 0), mu[:, K:]], axis=1)
 
-    def decode(self, z, batch_size=1000):
-        """z (N, K + S) codes -> images (N, D) in [0, 1]. Pass codes as the decoder reads them."""
-        z = np.asarray(z)
-        C = self.config.code_dim
-        if z.ndim == 1:
-            z = z[None, :]
-        if z.ndim != 2 or z.shape[1] != C or not np.issubdtype(z.dtype, np.number):
-            raise ValueError(f"decode: z must be numbers of shape (N, {C}), "
-                             f"got {z.dtype} {z.shape}")
-        z = z.astype(self.config.dtype)
-        return np.concatenate([self._decode(z[i:i + batch_size])
-                               for i in range(0, len(z), batch_size)])
-
-    def _encode(self, x):
-        eps = np.zeros((x.shape[0], self.config.code_dim), dtype=x.dtype)
-        mu, _, _ = self.encoder_forward(x, eps, {})
+    def readout_of(self, mu):
+        """mu (N, K + S) -> what the routing reads the group off: mu itself."""
         return mu
 
     def _decode(self, z):
         xhat, _ = sigmoid_forward(self.decoder_forward(z, {}))
-        return xhat
+        return xhat                                  # pixels in [0, 1]
 
-    def _empty(self):
-        return np.zeros((0, self.config.code_dim), dtype=self.config.dtype)
+    # ------------------------------------------------------------------ scores
+    def score(self, images, labels, batch_size=1000):
+        """Read-out accuracy, per class and as a confusion table, and reconstruction MSE per pixel.
 
-    # ------------------------------------------------------------------ input checks
-    def _check_params(self):
-        shapes = layer_shapes(self.config)
-        if set(shapes) != set(self.params):
-            raise ValueError(f"VAE: parameter names {sorted(self.params)} do not match the config's "
-                             f"{sorted(shapes)}")
-        for name, shape in shapes.items():
-            if self.params[name].shape != shape or self.params[name].dtype != self.config.dtype:
-                raise ValueError(f"VAE: parameter {name} is {self.params[name].dtype} "
-                                 f"{self.params[name].shape}, config expects {self.config.dtype} {shape}")
+        images (N, 28, 28) uint8, labels (N,). The model's answer for an image is the routing
+        group with the largest mean of mu (`Routing.read_group`; style dims never vote); it is
+        right when that is the group of the image's label (with one group per digit: the digit
+        itself). The reconstruction decodes the noiseless code (relu on the digit part of mu,
+        style part as is), exactly what the demo shows.
+        """
+        routing = self.routing
+        labels = routing.check_labels(np.asarray(labels, dtype=np.intp), where="score")
+        answers, sq_err = [], 0.0
+        for i in range(0, len(images), batch_size):
+            x = self.to_input(images[i:i + batch_size])
+            mu = self.encode(x)                                         # (n, K + S)
+            answers.append(routing.read_group(mu))                      # (n,) a group each
+            sq_err += float(((self.decode(self.code_of(mu)) - x) ** 2).sum(dtype=np.float64))
+        answers = np.concatenate(answers)
+        right = answers == routing.label_group[labels]
+        L, G = routing.labels, len(routing.groups)
+        confusion = np.zeros((L, G), dtype=np.int64)      # rows: true label; columns: group read
+        np.add.at(confusion, (labels, answers), 1)
+        per_class = np.bincount(labels[right], minlength=L) / np.maximum(
+            np.bincount(labels, minlength=L), 1)
+        return {"acc": float(right.mean()),
+                "per_class_acc": [round(float(a), 4) for a in per_class],
+                "mse": sq_err / (len(images) * images[0].size),
+                "confusion": confusion.tolist(), "groups": routing.group_names}
 
-    def _check_x(self, x, where):
-        x = np.asarray(x)
-        D = self.config.input_dim
-        if x.ndim != 2 or x.shape[1] != D:
-            raise ValueError(f"{where}: x must have shape (N, {D}) (flattened images), got {x.shape}")
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{where}: x must be floats in [0, 1], got dtype {x.dtype}; "
-                             f"convert uint8 images with gr_numpy.data.to_rows")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{where}: x contains NaN or inf")
-        return np.ascontiguousarray(x, dtype=self.config.dtype)
+    def report(self, scores):
+        """scores -> the lines train.py prints for the test set."""
+        return [f"test   | acc {100 * scores['acc']:.2f}% | mse/pixel {scores['mse']:.4f} | per "
+                f"class {' '.join(f'{100 * a:.1f}' for a in scores['per_class_acc'])}"]
 
-    def _check_eps(self, eps, N, where):
-        eps = np.asarray(eps)
-        C = self.config.code_dim
-        if eps.shape != (N, C) or not np.issubdtype(eps.dtype, np.floating):
-            raise ValueError(f"{where}: eps must be floats of shape ({N}, {C}) (K + S), "
-                             f"got {eps.dtype} {eps.shape}")
-        return np.ascontiguousarray(eps, dtype=self.config.dtype)
-
-    def _check_labels(self, labels, N, where):
-        return self.routing.check_labels(labels, N, where)
-
-    def _check_routing(self):
-        cfg, r = self.config, self.routing
-        if (r.routed_dims, r.free_dims) != (cfg.latent, cfg.style):
-            raise ValueError(f"VAE: routing {r.name} has {r.routed_dims} routed and {r.free_dims} "
-                             f"free dims; the config has latent {cfg.latent} and style {cfg.style}")
+    def log_line(self, entry):
+        """A history entry (the epoch's mean losses, val_* fields, seconds) -> its log line."""
+        acc = entry["val_acc"]
+        val = f"val acc {100 * acc:.2f}%" if acc is not None else "val acc  n/a"
+        return (f"epoch {entry['epoch']:2d} | loss {entry['loss']:8.3f} | recon "
+                f"{entry['recon']:8.3f} | kl {entry['kl']:6.3f} | {val} | "
+                f"{entry['seconds']:.1f} s")

@@ -1,54 +1,89 @@
-"""The training step and loop, evaluation, and the position that lets a run stop and resume exactly.
+"""The training step and loop, and the position that lets a run stop and resume exactly.
 
-The step, whole (`train_step`): forward, backward (routed when labels are given), one Adam step.
-The loop (`Trainer`) draws a batch (moved by a random shift of a few pixels if asked:
+The step (`train_step`): the model's loss and gradients (routed when labels are given), then one
+Adam step. The loop (`Trainer`) draws a batch (moved by a random shift of a few pixels if asked:
 `random_shift`, label-free, training batches only) and its noise eps, takes a step at the
 epoch's learning rate (`schedule_of`) and KL factor (`kl_scale_of`: below 1 only during a KL
-warm-up), and ends each epoch with a validation score and a call to `save`. Labels reach the
-model only when routing, and only through `VAE.backward`'s routing mask. All randomness comes
-from one seeded generator whose state is part of the saved position, so a resumed run continues
-to the same numbers as an unbroken one (on the numba backend at any thread count; on the numpy
-backend at the same thread count, since OpenBLAS splits its products by thread count). Reading
-and writing files is the caller's: `train.py` passes a `save` function and loads checkpoints
-(tools/checkpoint.py).
+warm-up), and ends each epoch with the model's score on the validation split, its log line and
+a call to `save`. Labels reach the model only when routing, and only through the routing mask
+in the model's backward pass. All randomness comes from one seeded generator whose state is
+part of the saved position, so a resumed run continues to the same numbers as an unbroken one
+(on the numba backend at any thread count; on the numpy backend at the same thread count,
+since OpenBLAS splits its products by thread count). Reading and writing files is the caller's:
+`train.py` passes a `save` function and loads checkpoints (checkpoint.py).
 """
 
 import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .adam import WEIGHT_DECAY_FORMS, Adam, cosine_decay, exponential_decay, linear_warmup
-from .autoencoder import Autoencoder, AutoencoderConfig
-from .data import to_rows
+from .checkpoint import build_model, model_config_of, routing_of
 from .model import VAE, VAEConfig
-from .routing import Routing, halves, one_per_digit
+
+
+LR_SCHEDULES = ("exponential", "cosine")
 
 
 @dataclass
 class TrainConfig:
-    """How to train (the model's shape and loss live in VAEConfig). The defaults are the default
-    recipe; `--epochs` is the one field a resumed run may change (it may grow)."""
-    epochs: int = 25
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "exponential"  # lr of epoch e (from 0): "exponential" lr * lr_decay ** e,
-                                      # "cosine" lr * (1 + cos(pi * e / epochs)) / 2 (adam.py)
-    lr_decay: float = 0.95        # the exponential schedule's factor per epoch
-    warmup: int = 0               # epochs of linear warm-up before the schedule (0: none)
-    kl_warmup: int = 0            # epochs over which the KL weights climb to theirs (0: none)
-    shift: int = 0                # augmentation: move each training image by up to this many
-                                  # pixels in x and y, at random (0: none; never at evaluation)
-    seed: int = 0
-    routed: bool = True           # pass labels to the backward pass (False: a plain VAE)
-    val_size: int = 5000          # the last val_size of the 60k training images
-    train_subset: int = 0         # train on only the first n training images (0: all of them)
-    weight_decay: float = 0.0     # Adam's weight decay (the paper's autoencoder: 5e-5)
-    weight_decay_form: str = "decoupled"  # "decoupled" (AdamW) or "coupled" (L2 in the gradient,
-                                          # as PyTorch's Adam, the paper's optimiser) (adam.py)
+    """How to train (the model's shape and loss live in its config). The defaults are the
+    default recipe; `--epochs` is the one field a resumed run may change (it may grow). A field
+    with a "help" in its metadata is a flag of train.py, as in VAEConfig."""
+    epochs: int = field(default=25, metadata={
+        "range": (1, 100_000), "help": "passes over the training set; may grow when resuming, "
+                                       "to extend a run"})
+    batch_size: int = field(default=128, metadata={
+        "range": (1, 60_000), "help": "images per Adam step"})
+    lr: float = field(default=1e-3, metadata={
+        "range": (0, 1), "lo_open": True,
+        "help": "Adam's learning rate: the schedule's rate at epoch 0 (a --warmup climbs to the "
+                "schedule's rate at its end)"})
+    lr_schedule: str = field(default="exponential", metadata={
+        "choices": LR_SCHEDULES,
+        "help": "learning rate of epoch e (from 0): exponential, lr * lr_decay^e; cosine, lr * "
+                "(1 + cos(pi e / epochs)) / 2 (a cosine run extended with --resume follows the "
+                "new length from there on)"})
+    lr_decay: float = field(default=0.95, metadata={
+        "range": (0, 1), "lo_open": True,
+        "help": "the exponential schedule multiplies the learning rate by this after every "
+                "epoch"})
+    warmup: int = field(default=0, metadata={
+        "range": (0, 1000), "help": "epochs of linear learning-rate warm-up before the "
+                                    "schedule (0: none)"})
+    kl_warmup: int = field(default=0, metadata={
+        "range": (0, 1000), "help": "epochs over which both KL weights climb linearly to their "
+                                    "values, at (e + 1) / (N + 1) of them in epoch e (0: none)"})
+    shift: int = field(default=0, metadata={
+        "range": (0, 13), "help": "augmentation: move each training image by a random -N..N "
+                                  "pixels in x and y, a new draw every time it is seen; "
+                                  "label-free, seeded, never applied to validation or test "
+                                  "images (0: off)"})
+    seed: int = field(default=0, metadata={
+        "range": (0, 2**63 - 1), "group": "run",
+        "help": "fixes the result (numba backend: at any --threads; numpy: at the same "
+                "--threads)"})
+    routed: bool = field(default=True, metadata={   # pass labels to the backward pass
+        "flag": "--no-routing",
+        "help": "ablation: train without routing, labels unused (the routing still says how "
+                "the code is read)"})
+    val_size: int = field(default=5000, metadata={
+        "range": (0, 59_999), "group": "data",
+        "help": "validation images held out from the end of the 60k training set"})
+    train_subset: int = field(default=0, metadata={
+        "range": (0, 60_000), "group": "data",
+        "help": "train on only the first N training images (0: all); for quick tries"})
+    weight_decay: float = field(default=0.0, metadata={
+        "range": (0, 1), "help": "Adam's weight decay wd, in the form --weight-decay-form says"})
+    weight_decay_form: str = field(default="decoupled", metadata={
+        "choices": WEIGHT_DECAY_FORMS,
+        "help": "how Adam applies the weight decay: decoupled, p -= lr * wd * p apart from the "
+                "gradient (AdamW); coupled, wd * p added to the gradient before Adam's moments "
+                "(L2, as the paper's torch.optim.Adam)"})
 
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
@@ -60,9 +95,6 @@ class TrainConfig:
         if self.warmup < 0 or self.shift < 0 or self.kl_warmup < 0:
             raise ValueError(f"TrainConfig: warmup, shift and kl_warmup must be >= 0, got "
                              f"{self.warmup}, {self.shift}, {self.kl_warmup}")
-
-
-LR_SCHEDULES = ("exponential", "cosine")
 
 
 def schedule_of(tcfg):
@@ -120,123 +152,13 @@ class ResumeMismatch(ValueError):
         self.field, self.stored, self.given = field, stored, given
 
 
-def train_step(model, optimizer, x, labels, eps, lr, kl_scale=1.0):
-    """One step of training on a batch: x (B, D), labels (B,) or None, eps (B, K + S) or None
-    (the autoencoder draws no noise), kl_scale the KL weights' factor (below 1 only during a
-    VAE's KL warm-up) -> losses."""
-    losses, cache = model.forward(x, eps, kl_scale)   # the loss, what the backward pass needs
-    grads = model.backward(cache, labels)        # dL/dparams; labels route dL/dz (model.py)
-    optimizer.step(model.params, grads, lr)      # Adam, in place
+def train_step(model, optimizer, x, labels, eps, lr, **loss_options):
+    """One step of training on a batch: x (B, D) in the model's pixel range, labels (B,) or
+    None, eps (B, noise_dim) or None (the autoencoder draws no noise) -> losses.
+    loss_options reach the model's loss: kl_scale, a VAE's KL warm-up factor."""
+    losses, grads = model.loss_and_grads(x, labels, eps, **loss_options)  # labels route dL/dz
+    optimizer.step(model.params, grads, lr)                               # Adam, in place
     return losses
-
-
-# The two models: a config says which it is (its `kind`), and a checkpoint stores that.
-MODELS = {"vae": (VAE, VAEConfig), "autoencoder": (Autoencoder, AutoencoderConfig)}
-
-
-def build_model(config, rng=None, params=None, routing=None):
-    """The model a config describes: a VAE (model.py) or the paper's autoencoder."""
-    return MODELS[config.kind][0](config, params=params, rng=rng, routing=routing)
-
-
-def model_config_of(meta):
-    """The model config stored with a run (a checkpoint before autoencoders holds a VAE's)."""
-    stored = dict(meta["model"])
-    kind = stored.pop("kind", "vae")
-    if kind not in MODELS:
-        raise ValueError(f"unknown model kind {kind!r}")
-    return MODELS[kind][1](**stored)
-
-
-def input_rows(model, images):
-    """uint8 images (N, 28, 28) -> (N, 784) in the model's dtype and pixel range: [0, 1] for the
-    VAE (its Bernoulli loss), [-1, 1] for the autoencoder (the paper's)."""
-    return model_pixels(model, to_rows(images))
-
-
-def model_pixels(model, x):
-    """x (N, D) floats in [0, 1] (rows of images, or a drawing) -> the same pixels in the model's
-    dtype and range, as input_rows."""
-    x = np.asarray(x).astype(model.config.dtype, copy=False)
-    return 2 * x - 1 if model.kind == "autoencoder" else x
-
-
-def evaluate_certificates(model, images, labels, batch_size=1000):
-    """The autoencoder's scores: MAE (pixels in [-1, 1]) of the main decoder and of each
-    certificate, per digit and per routing group; and each certificate's MSE as the paper's
-    Table 2 has it (per-digit means, averaged with equal weight over a group's digits: the
-    official code squares the error). Labels are used only to group the scores.
-
-    Returns {"mae": main decoder over all images, "per_digit": {"decoder", "first", "second":
-    (10,) lists}, "certificates": {"first": {"0-4": ..., "5-9": ...}, "second": {...}},
-    "ratios": {"first": MAE on the other group / on its own, "second": ...},
-    "certificates_mse": like "certificates", "mse_ratios": like "ratios"}.
-    """
-    routing = model.routing
-    names = ["first", "second"]
-    decoders = ["decoder"] + names
-    sums = {d: np.zeros(routing.labels) for d in decoders}             # absolute errors
-    squares = {d: np.zeros(routing.labels) for d in names}             # squared errors
-    for i in range(0, len(images), batch_size):
-        x = input_rows(model, images[i:i + batch_size])               # (n, D) in [-1, 1]
-        y = labels[i:i + batch_size]
-        z = model.encode(x)
-        for d, cert in zip(decoders, (None, 0, 1)):
-            diff = model.decode(z, certificate=cert) - x
-            err = np.abs(diff).mean(axis=1, dtype=np.float64)
-            sums[d] += np.bincount(y, weights=err, minlength=routing.labels)
-            if cert is not None:
-                sq = np.square(diff).mean(axis=1, dtype=np.float64)
-                squares[d] += np.bincount(y, weights=sq, minlength=routing.labels)
-    counts = np.maximum(np.bincount(labels, minlength=routing.labels), 1)
-
-    def over(d, group):
-        digits = routing.labels_of(group)
-        return float(sums[d][digits].sum() / counts[digits].sum())
-
-    def over_digits(d, group):
-        digits = routing.labels_of(group)
-        return float(np.mean(squares[d][digits] / counts[digits]))
-
-    def other_over_own(table):
-        own = {n: table[n][routing.group_names[g]] for g, n in enumerate(names)}
-        other = {n: table[n][routing.group_names[1 - g]] for g, n in enumerate(names)}
-        return {n: other[n] / own[n] for n in names}
-    table = {n: {routing.group_names[g]: over(n, g) for g in range(2)} for n in names}
-    mse = {n: {routing.group_names[g]: over_digits(n, g) for g in range(2)} for n in names}
-    return {"mae": float(sums["decoder"].sum() / counts.sum()),
-            "per_digit": {d: [float(v) for v in sums[d] / counts] for d in decoders},
-            "certificates": table, "ratios": other_over_own(table),
-            "certificates_mse": mse, "mse_ratios": other_over_own(mse)}
-
-
-def evaluate(model, images, labels, batch_size=1000):
-    """Read-out accuracy, per class and as a confusion table, and reconstruction MSE per pixel.
-
-    images (N, 28, 28) uint8, labels (N,). The model's answer for an image is the routing group
-    with the largest mean of mu (`Routing.read_group`; style dims never vote); it is right when
-    that is the group of the image's label (with one group per digit: the digit itself). The
-    reconstruction decodes the noiseless code (relu on the digit part of mu, style part as is),
-    exactly what the demo shows.
-    """
-    routing = model.routing
-    answers, sq_err = [], 0.0
-    for i in range(0, len(images), batch_size):
-        x = to_rows(images[i:i + batch_size])
-        mu = model.encode(x)                                        # (n, K + S)
-        answers.append(routing.read_group(mu))                      # (n,) a group each
-        sq_err += float(((model.decode(model.code_of_mean(mu)) - x) ** 2).sum(dtype=np.float64))
-    answers = np.concatenate(answers)
-    labels = routing.check_labels(np.asarray(labels, dtype=np.intp), where="evaluate")
-    right = answers == routing.label_group[labels]
-    L, G = routing.labels, len(routing.groups)
-    confusion = np.zeros((L, G), dtype=np.int64)          # rows: true label; columns: group read
-    np.add.at(confusion, (labels, answers), 1)
-    per_class = np.bincount(labels[right], minlength=L) / np.maximum(np.bincount(labels, minlength=L), 1)
-    return {"acc": float(right.mean()),
-            "per_class_acc": [round(float(a), 4) for a in per_class],
-            "mse": sq_err / (len(images) * images[0].size),
-            "confusion": confusion.tolist(), "groups": routing.group_names}
 
 
 class Trainer:
@@ -248,12 +170,13 @@ class Trainer:
 
     def __init__(self, model_config, train_config, train_images, train_labels, val_images,
                  val_labels, routing=None, save=None, log=print):
-        if model_config.kind == "autoencoder" and train_config.kl_warmup:
-            raise ValueError("Trainer: kl_warmup is a VAE's; the autoencoder has no KL term")
         self.mcfg, self.tcfg = model_config, train_config
-        self.routing = routing if routing is not None else default_routing(model_config)
         self.rng = np.random.default_rng(train_config.seed)
-        self.model = build_model(model_config, rng=self.rng, routing=self.routing)
+        self.model = build_model(model_config, routing=routing, rng=self.rng)
+        self.routing = self.model.routing
+        if train_config.kl_warmup and "kl" not in self.model.logged_losses:
+            raise ValueError(f"Trainer: kl_warmup is a VAE's: it warms up a KL term, and the "
+                             f"{self.model.kind} has none")
         self.opt = optimizer_of(self.model, train_config)
         self.schedule = schedule_of(train_config)
         self.kl_scale = kl_scale_of(train_config)
@@ -295,21 +218,19 @@ class Trainer:
                 raise ResumeMismatch(f"model.{field}", stored_model[field], value)
         if stored_routing != self.routing:                    # same name, other groups
             raise ResumeMismatch("routing", stored_routing.to_dict(), self.routing.to_dict())
-        stored_train = train_config_of(meta)
+        stored_train = TrainConfig(**meta.get("train", {}))
         for field, value in asdict(self.tcfg).items():
             stored = getattr(stored_train, field)
             if field == "epochs" and value >= meta["epoch"]:
                 continue                                      # extending (or ending) a run
             if stored != value:
                 raise ResumeMismatch(f"train.{field}", stored, value)
-        self.model = build_model(self.mcfg, params=params, routing=self.routing)
+        self.model = build_model(self.mcfg, routing=self.routing, params=params)
         self.opt = optimizer_of(self.model, self.tcfg)
         self.opt.load_state_dict(adam_state)
         self.rng.bit_generator.state = meta["rng"]
         self.epoch, self.step = meta["epoch"], meta["step"]
-        totals = meta.get("totals", meta.get("sums"))         # "sums": [loss, recon, kl, images]
-        self.totals = dict(zip(new_totals(self.model), totals)) if isinstance(totals, list) \
-            else totals
+        self.totals = meta["totals"]
         self.history = meta["history"]
         self.perm = arrays["perm"] if arrays["perm"].size else None
 
@@ -337,11 +258,12 @@ class Trainer:
 
     def _run_epoch(self):
         tcfg, C = self.tcfg, self.model.noise_dim           # C = K + S; 0: no noise
+        options = {"kl_scale": self.kl_scale(self.epoch)} if tcfg.kl_warmup else {}
         n = len(self.train_images)
         steps = math.ceil(n / tcfg.batch_size)
         if self.perm is None:                               # a new epoch: a new shuffle
             self.perm = self.rng.permutation(n)
-        lr, kl_scale = self.schedule(self.epoch), self.kl_scale(self.epoch)
+        lr = self.schedule(self.epoch)
         t0, start_step = time.perf_counter(), self.step
         show_progress = sys.stdout.isatty()
         while self.step < steps:
@@ -349,13 +271,13 @@ class Trainer:
             images = self.train_images[idx]                                 # (B, 28, 28)
             if tcfg.shift:                            # augmentation: training batches only
                 images = random_shift(images, tcfg.shift, self.rng)
-            x = input_rows(self.model, images)                               # (B, 784)
+            x = self.model.to_input(images)                                  # (B, 784)
             labels = self.train_labels[idx].astype(np.intp) if tcfg.routed else None
             eps = None
             if C:
                 eps = self.rng.standard_normal((len(idx), C), dtype=np.float32)  # (B, K + S)
                 eps = eps.astype(x.dtype, copy=False)
-            losses = train_step(self.model, self.opt, x, labels, eps, lr, kl_scale)
+            losses = train_step(self.model, self.opt, x, labels, eps, lr, **options)
             if not math.isfinite(losses["loss"]):
                 raise TrainingDiverged(f"loss became {losses['loss']} at epoch {self.epoch + 1}, "
                                        f"step {self.step + 1}")
@@ -377,43 +299,16 @@ class Trainer:
             print("\r" + " " * 70 + "\r", end="", flush=True)
 
         means = {k: self.totals[k] / self.totals["images"] for k in self.model.logged_losses}
-        entry = {"epoch": self.epoch + 1, **means, "lr": lr}
-        if self.model.kind == "autoencoder":
-            entry.update(self._validate_autoencoder(means, t0))
-        else:
-            entry.update(self._validate_vae(means, t0))
+        scores = self.model.score(self.val_images, self.val_labels) if len(self.val_images) \
+            else None
+        entry = {"epoch": self.epoch + 1, **means, "lr": lr, **self.model.val_fields(scores),
+                 "seconds": time.perf_counter() - t0}
+        self.log(self.model.log_line(entry))
         self.history.append(entry)
         self.epoch, self.step, self.perm = self.epoch + 1, 0, None
         self.totals = new_totals(self.model)
         self.save(self)
         return True
-
-
-    def _validate_vae(self, means, t0):
-        """Score the validation split, log the epoch's line; -> the history entry's val fields."""
-        val = evaluate(self.model, self.val_images, self.val_labels) if len(self.val_images) else None
-        fields = {"val_acc": val["acc"] if val else None, "val_mse": val["mse"] if val else None,
-                  "seconds": time.perf_counter() - t0}
-        val_text = f"val acc {100 * fields['val_acc']:.2f}%" if val else "val acc  n/a"
-        self.log(f"epoch {self.epoch + 1:2d} | loss {means['loss']:8.3f} | recon "
-                 f"{means['recon']:8.3f} | kl {means['kl']:6.3f} | {val_text} | "
-                 f"{fields['seconds']:.1f} s")
-        return fields
-
-    def _validate_autoencoder(self, m, t0):
-        """The same for the autoencoder: the main MAE and each certificate's other / own ratio."""
-        val = (evaluate_certificates(self.model, self.val_images, self.val_labels)
-               if len(self.val_images) else None)
-        fields = {"val_mae": val["mae"] if val else None,
-                  "val_ratios": val["ratios"] if val else None,
-                  "seconds": time.perf_counter() - t0}
-        val_text = (f"val mae {val['mae']:.4f} | certificates other/own "
-                    f"{val['ratios']['first']:.2f}x {val['ratios']['second']:.2f}x"
-                    if val else "val n/a")
-        self.log(f"epoch {self.epoch + 1:2d} | loss {m['loss']:.4f} | mae {m['recon']:.4f} | "
-                 f"cert {m['cert']:.4f} | l1 {m['l1']:.4f} | corr {m['corr']:.4f} | {val_text} | "
-                 f"{fields['seconds']:.1f} s")
-        return fields
 
 
 def new_totals(model=None):
@@ -423,45 +318,23 @@ def new_totals(model=None):
     return {**{k: 0.0 for k in keys}, "images": 0}
 
 
-def default_routing(config):
-    """The routing a model config implies when none is given: one dim per digit for a VAE (its
-    style dims free), the halves of the code for the autoencoder."""
-    if config.kind == "autoencoder":
-        return halves(half=config.code // 2)
-    return one_per_digit(style=config.style, digits=config.latent)
-
-
-def routing_of(meta):
-    """The routing stored with a model; checkpoints from before routings were stored hold one
-    dim per digit (and their style dims free)."""
-    if "routing" in meta:
-        return Routing.from_dict(meta["routing"])
-    model = meta.get("model", {})
-    if model.get("latent", 10) != 10:
-        raise ValueError(f"it was written before routings were stored, with {model['latent']} "
-                         f"latent dims, which name no digit; train it again")
-    return one_per_digit(style=model.get("style", 0))
-
-
-def train_config_of(meta):
-    """The TrainConfig stored with a run (older runs called `routed` `routing`). A field added
-    after a run was saved takes its default: a run without weight_decay_form decayed decoupled,
-    the only form there was."""
-    stored = dict(meta.get("train", {}))
-    if "routing" in stored:
-        stored["routed"] = stored.pop("routing")
-    return TrainConfig(**stored)
-
-
-def warm_up(dtype="float32"):
+def warm_up(dtype="float32", log=print):
     """Compile (or load from the on-disk cache) every kernel a training run uses, on a toy model.
 
-    One forward, backward and Adam step of a VAE with 3 and 2 hidden units: the kernels are
-    compiled per array type, not per size, so this is all the compiling a run needs. It touches
-    no real parameter and draws from no run's random generator.
+    One step of a VAE with 3 and 2 hidden units: the kernels are compiled per array type, not
+    per size, so this is all the compiling a run needs. It touches no real parameter and draws
+    from no run's random generator. A first compile takes a while, and log says so.
     """
+    from .backend.kernels import compiled_code_on_disk
+
+    cold, t0 = not compiled_code_on_disk(), time.perf_counter()
+    if cold:
+        log("compile| compiling the kernels, once: about 20 s")
     cfg = VAEConfig(input_dim=5, enc_hidden=(3, 2), dec_hidden=(2, 3), latent=2, dtype=dtype)
     model = VAE(cfg, rng=np.random.default_rng(0))
     x = np.full((2, 5), 0.5, dtype=dtype)
     train_step(model, Adam(model.params), x, np.array([0, 1]), np.zeros((2, 2), dtype), 1e-3)
     model.decode(model.code(x))
+    if cold:
+        log(f"compile| done in {time.perf_counter() - t0:.1f} s; later runs load the compiled "
+            f"code from disk")

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from gr_numpy.backend import ops  # noqa: E402
-from gr_numpy.tools.checkpoint import save_checkpoint  # noqa: E402
+from gr_numpy.checkpoint import save_checkpoint  # noqa: E402
 from gr_numpy.data import to_rows  # noqa: E402
 from gr_numpy.tools.demo_app import (DEFAULT_MAX, FADED, MAX_ROWS, MNIST_CENTRE,  # noqa: E402
                                      SIDE, SLIDER_AREA, Demo, centre_of_mass, code_stats,

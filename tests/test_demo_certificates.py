@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from gr_numpy.autoencoder import Autoencoder, AutoencoderConfig  # noqa: E402
 from gr_numpy.backend import ops  # noqa: E402
 from gr_numpy.data import to_rows  # noqa: E402
-from gr_numpy.tools.checkpoint import save_checkpoint  # noqa: E402
+from gr_numpy.checkpoint import save_checkpoint  # noqa: E402
 from gr_numpy.tools.demo_app import DEFAULT_MAX, SIDE, code_stats  # noqa: E402
 from gr_numpy.tools.demo_certificates import CertificateDemo, unit_pixels  # noqa: E402
 from test_demo import bright_dims, draw_stroke, run_demo  # noqa: E402

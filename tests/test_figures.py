@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gr_numpy.tools import figures
-from gr_numpy.tools.checkpoint import save_checkpoint
+from gr_numpy.checkpoint import save_checkpoint
 from gr_numpy.data import to_rows
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.routing import ROUTINGS

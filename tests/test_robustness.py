@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from gr_numpy.autoencoder import Autoencoder, AutoencoderConfig
-from gr_numpy.tools.checkpoint import load_checkpoint, save_checkpoint
+from gr_numpy.checkpoint import load_checkpoint, save_checkpoint
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.tools.runfolder import RunLock
 

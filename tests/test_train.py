@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gr_numpy.tools import checkpoint
-from gr_numpy.tools.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from gr_numpy import checkpoint
+from gr_numpy.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from gr_numpy.autoencoder import AutoencoderConfig
 from gr_numpy.data import load_mnist, to_rows
 from gr_numpy.routing import halves, one_per_digit, two_per_digit

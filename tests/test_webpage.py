@@ -22,7 +22,7 @@ from gr_numpy.autoencoder import Autoencoder, AutoencoderConfig
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.routing import ROUTINGS, halves
 from gr_numpy.tools import webpage
-from gr_numpy.tools.checkpoint import save_checkpoint
+from gr_numpy.checkpoint import save_checkpoint
 from gr_numpy.tools.demo_app import code_stats, slider_names
 
 ROOT = Path(__file__).resolve().parents[1]

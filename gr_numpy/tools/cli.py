@@ -1,23 +1,17 @@
-"""What the command-line tools share: one-line errors, the --data-dir flag, the run-folder names.
+"""What the command-line tools share: one-line errors, the --data-dir flag, the run folders.
 
 Used by train.py, demo.py, `python -m bench`, `python -m gr_numpy.data` and the tools in this
 folder. Nothing here imports NumPy, so a mistyped flag is reported before any heavy import.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
 RUNS = "runs"                                         # every run folder lives under this one
 DEFAULT_RUN = os.path.join(RUNS, "default")           # where `python train.py` writes
-CHECKPOINT_NAME = "checkpoint.npz"                    # the model, inside a run folder
 METRICS_NAME = "metrics.json"                         # the test scores, inside a run folder
-DEFAULT_CHECKPOINT = os.path.join(DEFAULT_RUN, CHECKPOINT_NAME)
-
-
-def checkpoint_in(run_dir):
-    """The checkpoint's path inside a run folder."""
-    return os.path.join(run_dir, CHECKPOINT_NAME)
 
 
 class UserError(Exception):
@@ -85,6 +79,66 @@ def float_in(lo, hi, lo_open=False):
         return value
     parse.__name__ = "float"
     return parse
+
+
+# ---------------------------------------------------------------- flags from config fields
+# A config dataclass field whose metadata has a "help" is a flag: named "--field-name" or its
+# "flag", checked by its "range" (lo, hi; "lo_open") or "choices"; a bool is an ablation flag
+# that sets the field to the opposite of its default. A field with only a "flag" is set by
+# that flag with another field ("mirrors": reversed, as the decoder mirrors --hidden).
+
+def config_flags(*configs):
+    """-> {flag: [(config class, field), ...]} over the config classes, in their field order."""
+    table = {}
+    for config in configs:
+        for f in dataclasses.fields(config):
+            if "flag" in f.metadata or "help" in f.metadata:
+                flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+                table.setdefault(flag, []).append((config, f))
+    return table
+
+
+def field_type(flag, f):
+    """The argparse type of a config field: its range checked, a tuple read as 512,256."""
+    lo, hi = f.metadata.get("range", (None, None))
+    if f.type is float:
+        return float_in(lo, hi, lo_open=f.metadata.get("lo_open", False))
+    if f.type is not tuple:
+        return int_in(lo, hi) if f.type is int else str
+
+    def widths(text):
+        try:
+            values = tuple(int(h) for h in str(text).split(","))
+        except ValueError:
+            values = ()
+        if not values or not all(lo <= w <= hi for w in values):
+            raise argparse.ArgumentTypeError(f"{flag} must be comma-separated integers from {lo} "
+                                             f"to {hi} like 512,256, got {text!r}")
+        return values
+    return widths
+
+
+def add_config_flags(groups, table, presets):
+    """Add every flag of table to groups[field's "group", default "recipe"]; its help ends with
+    the field's default and each preset's value."""
+    for flag, [(_, f), *_] in table.items():
+        if "help" not in f.metadata:
+            continue                                         # set by a flag of its own
+        values = "".join(f"; {name} {shown(recipe[f.name])}" for name, recipe in presets.items()
+                         if f.name in recipe)
+        if f.type is bool:
+            kwargs = {"action": "store_true", "help": f.metadata["help"]}
+        else:
+            kwargs = {"type": field_type(flag, f), "choices": f.metadata.get("choices"),
+                      "metavar": None if "choices" in f.metadata else
+                      flag.lstrip("-").replace("-", "_").upper(),
+                      "help": f"{f.metadata['help']} (default {shown(f.default)}{values})"}
+        groups[f.metadata.get("group", "recipe")].add_argument(flag, dest=f.name, **kwargs)
+
+
+def shown(value):
+    """A config value as a flag takes it: (512, 256) -> 512,256."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 # ---------------------------------------------------------------- paths, checked before any work

@@ -25,7 +25,7 @@ from matplotlib.widgets import Button, Slider
 
 from ..data import to_rows
 from ..training import input_rows, model_pixels
-from .files import save_atomically
+from ..files import save_atomically
 
 SIDE = 28                     # images are SIDE x SIDE = D pixels
 FIGSIZE = (12, 7)             # inches; `save` writes FIGSIZE * DPI pixels

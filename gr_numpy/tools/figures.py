@@ -26,10 +26,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..data import DataError, load_mnist, to_rows
-from .checkpoint import CheckpointError, checkpoint_file, load_model
+from ..data import DataError, load_mnist
+from ..checkpoint import CheckpointError, checkpoint_file, load_model
 from .cli import METRICS_NAME, OneLineParser, add_checkpoint, add_data_dir, fail, output_dir
-from .files import write_atomically
+from ..files import write_atomically
 
 PROG = "python -m gr_numpy.tools.figures"
 TRAVERSAL_STEPS = 8          # T: columns of a traversal, from 0 to the group's high values
@@ -68,7 +68,7 @@ def high_values(model, x, codes=None):
     (N, C) = model.code(x) when you have them, to skip encoding x again.
     """
     codes = model.code(x) if codes is None else codes
-    routed = codes[:, :model.config.latent].astype(np.float64)          # (N, K)
+    routed = codes[:, :model.routing.routed_dims].astype(np.float64)          # (N, K)
     high = np.percentile(routed, HIGH_PERCENTILE, axis=0)               # (K,)
     return np.where(high > 0, high, 1.0)
 
@@ -76,13 +76,13 @@ def high_values(model, x, codes=None):
 def traversal(model, high, steps=TRAVERSAL_STEPS):
     """high (K,) -> images (G, T, D): row g decodes t * high on group g's dims, t from 0 to 1,
     every other dim 0 (style dims too: 0 is their prior's mean, the "average hand")."""
-    routing, C = model.routing, model.config.code_dim
+    routing, C = model.routing, model.routing.code_dim
     G = len(routing.groups)
     t = np.linspace(0.0, 1.0, steps)[:, None]                     # (T, 1)
     z = np.zeros((G, steps, C))                                   # (G, T, C)
     for g, dims in enumerate(routing.groups):
         z[g][:, dims] = t * high[dims]                            # row g: its dims together
-    return model.decode(z.reshape(G * steps, C)).reshape(G, steps, -1)
+    return model.draw(z.reshape(G * steps, C)).reshape(G, steps, -1)
 
 
 def group_high(routing, high):
@@ -95,7 +95,7 @@ def style_traversal(model, x, prototypes, steps=TRAVERSAL_STEPS, codes=None):
     """x (N, D), prototypes (L, C) -> images (S, T, D), low (S,), high (S,): row s decodes the
     prototype of digit s mod L with style dim s swept from its LOW_ to its HIGH_PERCENTILE on
     x, the other style dims 0. codes: model.code(x), if already computed."""
-    K, S, C = model.config.latent, model.config.style, model.config.code_dim
+    K, S, C = model.routing.routed_dims, model.routing.free_dims, model.routing.code_dim
     L = len(prototypes)
     codes = model.code(x) if codes is None else codes
     style = codes[:, K:].astype(np.float64)                       # (N, S)
@@ -105,7 +105,7 @@ def style_traversal(model, x, prototypes, steps=TRAVERSAL_STEPS, codes=None):
     for s in range(S):
         z[s] = prototypes[s % L]                                  # its style dims are 0
         z[s, :, K + s] = np.linspace(low[s], high[s], steps)
-    return model.decode(z.reshape(S * steps, C)).reshape(S, steps, -1), low, high
+    return model.draw(z.reshape(S * steps, C)).reshape(S, steps, -1), low, high
 
 
 def draw_traversal(ax, images, ends, title, names, low_text="0", xlabel="value (others 0)"):
@@ -129,7 +129,7 @@ def plot_traversal(model, x, path, prototypes, codes=None):
     routing = model.routing
     codes = model.code(x) if codes is None else codes
     high = high_values(model, x, codes)
-    G, S = len(routing.groups), model.config.style
+    G, S = len(routing.groups), model.routing.free_dims
     fig = new_figure(figsize=(5.2 * (2 if S else 1), 1.2 + 0.52 * max(G, S, 4)))
     ax = fig.add_subplot(1, 2 if S else 1, 1)
     draw_traversal(ax, traversal(model, high), group_high(routing, high),
@@ -159,7 +159,7 @@ def analogies(model, x, prototypes):
     the style dims left as x[r] has them."""
     routing = model.routing
     codes = model.code(x)                                           # (R, C)
-    return np.stack([model.decode(routing.switch(codes, label, prototypes))
+    return np.stack([model.draw(routing.switch(codes, label, prototypes))
                      for label in range(routing.labels)], axis=1)
 
 
@@ -238,29 +238,39 @@ def plot_curves(history, path):
     return save_figure(fig, path)
 
 
-def write_run_figures(model, test_images, test_labels, test_metrics, history, out_dir):
-    """Write traversal.png, confusion.png, curves.png (and analogies.png with style dims) into
-    out_dir -> their paths.
+def write_run_figures(model, test_images, test_labels, scores, history, out_dir, title=None,
+                      compare=None):
+    """A run's figures in out_dir -> their paths: for a model with certificates,
+    certificates.png and certificates_mae.png (certificates.py); for a VAE, traversal.png,
+    confusion.png, curves.png (and analogies.png with style dims).
 
-    test_images uint8 (N, 28, 28) with test_labels (N,); test_metrics as `training.evaluate`
-    returns it (needs "confusion" and "acc"; "groups" names the columns, else the routing's
-    group names); history: one dict per epoch (epoch, loss, recon, kl, val_acc). The labels
+    test_images uint8 (N, 28, 28) with test_labels (N,); scores as the model's `score` returns
+    them (a VAE's needs "confusion" and "acc"; "groups" names the columns, else the routing's
+    group names); history: one dict per epoch. title names the run; compare = (title, model,
+    scores) of a second run, drawn beside (certificates) or in routing_vs_plain.png. The labels
     pick one analogy row per digit and, as in the demo, each digit's prototype
     (`Routing.prototypes`: its median code over the images of that digit).
     """
     out_dir, routing = Path(out_dir), model.routing
-    x = to_rows(test_images)                                      # (N, D)
+    if model.certificates:
+        from .certificates import write_certificate_figures
+        return write_certificate_figures(model, test_images, test_labels, scores, out_dir,
+                                         title or out_dir.resolve().name, compare)
+    x = model.to_input(test_images)                               # (N, D)
     codes = model.code(x)                                         # (N, C), encoded once
     high = high_values(model, x, codes)
     prototypes = routing.prototypes(codes, test_labels, fallback=padded(high, routing))
-    groups = test_metrics.get("groups", routing.group_names)
+    groups = scores.get("groups", routing.group_names)
     paths = [plot_traversal(model, x, out_dir / "traversal.png", prototypes, codes),
-             plot_confusion(test_metrics["confusion"], test_metrics["acc"],
-                            out_dir / "confusion.png", groups),
+             plot_confusion(scores["confusion"], scores["acc"], out_dir / "confusion.png",
+                            groups),
              plot_curves(history, out_dir / "curves.png")]
-    if model.config.style:
+    if model.routing.free_dims:
         rows = analogy_rows(test_labels, digits=routing.labels)
         paths.append(plot_analogies(model, x[rows], prototypes, out_dir / "analogies.png"))
+    if compare is not None:
+        runs = [(title, model, scores["acc"]), (compare[0], compare[1], compare[2]["acc"])]
+        paths.append(plot_routing_vs_plain(runs, x, out_dir / "routing_vs_plain.png"))
     return paths
 
 
@@ -304,9 +314,14 @@ def build_parser():
     return p
 
 
+# The scores each kind of figure reads from metrics.json (by the model's names for them).
+RUN_SCORES = ("acc", "confusion")
+CERTIFICATE_SCORES = ("mae", "per_digit", "certificates", "ratios")
+
+
 def load_run(path):
-    """A run folder or its checkpoint.npz -> (model, metrics dict), the metrics from the
-    metrics.json beside the checkpoint. Raises CheckpointError or ValueError (one line)."""
+    """A run folder or its checkpoint.npz -> (model, scores, metrics), the scores its figures
+    need from the metrics.json beside the checkpoint. Raises CheckpointError or ValueError."""
     model = load_model(path)
     metrics_path = checkpoint_file(path).parent / METRICS_NAME
     try:
@@ -316,78 +331,48 @@ def load_run(path):
                          f"train.py's --resume") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{metrics_path} is not valid JSON ({e})") from None
-    needs = ({"certificates", "per_digit_mae", "test_mae", "ratios"} if model.kind == "autoencoder"
-             else {"test_acc", "confusion", "history"})
-    missing = needs - set(metrics)
+    names = {k: model.test_keys.get(k, k) for k in
+             (CERTIFICATE_SCORES if model.certificates else RUN_SCORES)}
+    missing = set(names.values()) - set(metrics) | ({"history"} - set(metrics))
     if missing:
         raise ValueError(f"{metrics_path} lacks {', '.join(sorted(missing))}; was it written by "
                          f"train.py?")
-    return model, metrics
+    scores = {k: metrics[name] for k, name in names.items()}
+    if "groups" in metrics:
+        scores["groups"] = metrics["groups"]
+    return model, scores, metrics
 
 
 def run_title(path, metrics, routing):
-    """'default (one-per-digit, routed)' or 'no-routing (halves, plain VAE)': the run folder's
+    """'default (one-per-digit, routed)' or 'no-routing (halves, not routed)': the run folder's
     name, its routing, and whether training applied it."""
-    train = metrics.get("train", {})
-    routed = train.get("routed", train.get("routing"))        # older runs called it "routing"
-    plain = "not routed" if metrics.get("model", {}).get("kind") == "autoencoder" else "plain VAE"
-    kind = {True: "routed", False: plain}.get(routed, "routing unknown")
+    routed = metrics.get("train", {}).get("routed")
+    kind = {True: "routed", False: "not routed"}.get(routed, "routing unknown")
     return f"{checkpoint_file(path).parent.resolve().name} ({routing.name}, {kind})"
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        model, metrics = load_run(args.checkpoint)
+        model, scores, metrics = load_run(args.checkpoint)
         other = load_run(args.compare) if args.compare else None
     except (CheckpointError, ValueError) as e:
         fail(PROG, str(e))
+    if other is not None and type(other[0]) is not type(model):
+        fail(PROG, f"--checkpoint holds a {type(model).__name__} and --compare {args.compare} a "
+                   f"{type(other[0]).__name__}; compare runs of one kind")
     out = Path(args.out) if args.out else checkpoint_file(args.checkpoint).parent
     output_dir(PROG, "--out", str(out))
     try:
         test_images, test_labels = load_mnist("test", args.data_dir)
     except DataError as e:
         fail(PROG, str(e))
-    if model.kind == "autoencoder":
-        return autoencoder_figures(args, model, metrics, other, out, test_images, test_labels)
-    if other is not None and other[0].kind == "autoencoder":
-        fail(PROG, f"--compare {args.compare} holds the paper's autoencoder and --checkpoint a "
-                   f"VAE; compare runs of one kind")
+    compare = None if other is None else (run_title(args.compare, other[2], other[0].routing),
+                                          other[0], other[1])
     try:
-        test = {"confusion": metrics["confusion"], "acc": metrics["test_acc"],
-                "groups": metrics.get("groups", model.routing.group_names)}
-        paths = write_run_figures(model, test_images, test_labels, test, metrics["history"], out)
-        if other is not None:
-            runs = [(run_title(args.checkpoint, metrics, model.routing), model,
-                     metrics["test_acc"]),
-                    (run_title(args.compare, other[1], other[0].routing), other[0],
-                     other[1]["test_acc"])]
-            paths.append(plot_routing_vs_plain(runs, to_rows(test_images),
-                                               out / "routing_vs_plain.png"))
-    except OSError as e:
-        fail(PROG, f"cannot write figures to {out}: {e.strerror or e}")
-    for path in paths:
-        print(f"figure | {path}")
-    return 0
-
-
-def autoencoder_figures(args, model, metrics, other, out, test_images, test_labels):
-    """certificates.png and certificates_mae.png of an autoencoder run, --compare beside it."""
-    from .certificates import write_certificate_figures
-
-    def scores(m):
-        return {"per_digit": m["per_digit_mae"], "certificates": m["certificates"],
-                "ratios": m["ratios"], "mae": m["test_mae"]}
-    control = None
-    if other is not None:
-        if other[0].kind != "autoencoder":
-            fail(PROG, f"--compare {args.compare} holds a VAE and --checkpoint the paper's "
-                       f"autoencoder; compare runs of one kind")
-        control = (run_title(args.compare, other[1], other[0].routing), other[0], scores(other[1]))
-    try:
-        paths = write_certificate_figures(model, test_images, test_labels, scores(metrics), out,
-                                          run_title(args.checkpoint, metrics, model.routing),
-                                          control)
+        paths = write_run_figures(model, test_images, test_labels, scores, metrics["history"],
+                                  out, run_title(args.checkpoint, metrics, model.routing),
+                                  compare)
     except OSError as e:
         fail(PROG, f"cannot write figures to {out}: {e.strerror or e}")
     for path in paths:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..data import DataError, load_mnist, to_rows
 from ..model import VAE, VAEConfig
-from .checkpoint import CheckpointError, checkpoint_file, load_model
+from ..checkpoint import CheckpointError, checkpoint_file, load_model
 from .cli import DEFAULT_RUN, OneLineParser, add_checkpoint, add_data_dir, fail, int_in
 from .cli import output_file
 from .figures import new_figure, save_figure

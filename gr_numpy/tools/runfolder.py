@@ -10,6 +10,8 @@ before it reads or writes anything there. Readers (`demo.py`, `--eval-only`) tak
 import os
 import sys
 
+from .cli import METRICS_NAME, UserError, output_dir
+
 LOCK_NAME = ".lock"
 
 try:                                          # POSIX
@@ -59,3 +61,23 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)                 # closing the file releases the lock
             self.fd = None
+
+
+def claim(prog, out, resume, overwrite, checkpoint_name):
+    """Create the run folder out, lock it for this run, and refuse to replace a model in it by
+    accident (UserError, one line). Returns the lock, held until the process ends."""
+    ckpt = os.path.join(out, checkpoint_name)
+    if resume and not os.path.isfile(ckpt):
+        raise UserError(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
+    output_dir(prog, "--out", out)
+    try:
+        lock = RunLock(out).acquire()
+    except (RunFolderBusy, OSError) as e:
+        raise UserError(str(e)) from None
+    if os.path.exists(ckpt) and not (resume or overwrite):
+        lock.release()
+        raise UserError(f"{out} already holds a trained model ({ckpt}); continue it with "
+                        f"--resume, train into a new --out DIR, or replace it with --overwrite")
+    if overwrite and os.path.exists(os.path.join(out, METRICS_NAME)):
+        os.remove(os.path.join(out, METRICS_NAME))     # old scores, of the replaced model
+    return lock

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..training import build_model, input_rows
-from .files import write_atomically
+from ..files import write_atomically
 
 TEMPLATE = Path(__file__).with_name("demo_page.html")
 DATA_MARK = "/*MODEL-DATA*/"
