@@ -237,7 +237,7 @@ class Autoencoder(Model):
         losses: "loss", "recon" (main MAE), "l1", "corr", "cert" (sum of the certificates'
         MAEs); grads: one array per parameter, same keys and shapes.
         """
-        x, labels, _ = self._check_inputs(x, labels, eps)
+        x, labels, _ = self.check_inputs(x, labels, eps)
         losses, cache = self.forward(x)
         return {k: float(v) for k, v in losses.items()}, self.backward(cache, labels)
 

@@ -340,30 +340,6 @@ def to_rows(images):
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
 
 
-# ---------------------------------------------------------------------------------------------
-# python -m gr_numpy.data
-# ---------------------------------------------------------------------------------------------
-
-def main(argv=None):
-    from .tools.cli import OneLineParser, add_data_dir, fail   # the command line only
-
-    parser = OneLineParser(
-        prog="python -m gr_numpy.data",
-        description="Fetch MNIST if needed, verify it, and print the per-class counts.")
-    add_data_dir(parser)
-    args = parser.parse_args(argv)
-    try:
-        directory = ensure_mnist(args.data_dir)
-        counts = {split: np.bincount(load_mnist(split, directory, fetch=False)[1], minlength=10)
-                  for split in SPLITS}
-    except DataError as e:
-        fail("python -m gr_numpy.data", str(e))
-    print(f"MNIST is in {directory} (4 files, SHA-256 verified)")
-    print("digit " + "".join(f"{d:>6}" for d in range(10)) + "   total")
-    for split, c in counts.items():
-        print(f"{split:<6}" + "".join(f"{n:>6}" for n in c) + f"{c.sum():>8}")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":      # `python -m gr_numpy.data`: the command lives with the tools
+    from gr_numpy.tools.fetch import main
     sys.exit(main())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .data import to_rows
 from .layers import LINEAR_ACTIVATIONS
 
 
@@ -108,8 +109,7 @@ class Model:
         """uint8 images (N, 28, 28), or rows of floats in [0, 1] (N, D) -> (N, D) rows in the
         model's dtype and pixel range: [0, 1] for the VAE, [-1, 1] for the autoencoder."""
         x = np.asarray(images)
-        if x.dtype == np.uint8:
-            x = x.reshape(len(x), -1).astype(np.float32) / np.float32(255)
+        x = to_rows(x) if x.dtype == np.uint8 else x
         x = x.astype(self.config.dtype, copy=False)
         lo, hi = self.pixels
         return x if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * x
@@ -185,7 +185,7 @@ class Model:
                              f"got {eps.dtype} {eps.shape}")
         return np.ascontiguousarray(eps, dtype=self.config.dtype)
 
-    def _check_inputs(self, x, labels, eps, where="loss_and_grads"):
+    def check_inputs(self, x, labels, eps, where="loss_and_grads"):
         """The one validated path into a training step: x, labels (or None), eps -> checked."""
         x = self._check_x(x, where)
         eps = self._check_eps(eps, x.shape[0], where)

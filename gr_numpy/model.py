@@ -284,7 +284,7 @@ class VAE(Model):
         (eps=None means z = relu(mu), the noiseless code). The one checked path into a step:
         training.train_step calls it.
         """
-        x, labels, eps = self._check_inputs(x, labels, eps)
+        x, labels, eps = self.check_inputs(x, labels, eps)
         losses, cache = self.forward(x, eps, kl_scale)
         grads = self.backward(cache, labels)
         return {k: float(v) for k, v in losses.items()}, grads

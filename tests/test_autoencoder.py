@@ -284,18 +284,17 @@ def test_the_autoencoder_refuses_a_routing_that_is_not_two_halves():
 def test_certificate_mse_is_the_papers_per_digit_mean():
     # Table 2's metric: each test image's mean squared error, averaged per digit, then the digits
     # of a group averaged with equal weight (so a group's common digits do not count more).
-    from gr_numpy.training import evaluate_certificates, input_rows
     cfg = AutoencoderConfig(input_dim=784, enc_hidden=(8,), dec_hidden=(8,), code=4,
                             dtype="float64")
     model = Autoencoder(cfg, rng=np.random.default_rng(3), routing=halves(half=2))
     rng = np.random.default_rng(4)
     labels = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 6, 1, 2, 3, 9])      # unequal counts
     images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
-    scores = evaluate_certificates(model, images, labels, batch_size=7)
-    x = input_rows(model, images)
+    scores = model.score(images, labels, batch_size=7)
+    x = model.to_input(images)
     z = model.encode(x)
     for name, cert in (("first", 0), ("second", 1)):
-        err = ((model.decode(z, certificate=cert) - x) ** 2).mean(axis=1)
+        err = ((model.decode_certificate(z, cert) - x) ** 2).mean(axis=1)
         per_digit = np.array([err[labels == d].mean() for d in range(10)])
         want = {"0-4": per_digit[:5].mean(), "5-9": per_digit[5:].mean()}
         assert scores["certificates_mse"][name] == pytest.approx(want, rel=1e-12)

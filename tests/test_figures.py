@@ -15,7 +15,6 @@ from gr_numpy.checkpoint import save_checkpoint
 from gr_numpy.data import to_rows
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.routing import ROUTINGS
-from gr_numpy.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = VAEConfig(enc_hidden=(8,), dec_hidden=(8,))           # 784 -> 8 -> 10 -> 8 -> 784
@@ -49,7 +48,7 @@ def history(epochs=3):
 
 def test_write_run_figures_writes_three_pngs(model, synthetic, tmp_path):
     images, labels = synthetic
-    test = evaluate(model, images, labels)
+    test = model.score(images, labels)
     paths = figures.write_run_figures(model, images, labels, test, history(), tmp_path / "out")
     assert [Path(p).name for p in paths] == ["traversal.png", "confusion.png", "curves.png"]
     for p in paths:
@@ -115,7 +114,7 @@ def test_write_run_figures_of_halves_names_the_groups(synthetic, tmp_path):
     """A routing of two groups: a (10, 2) confusion matrix, and all four figures."""
     model = routed_model("halves", style=2)
     images, labels = synthetic
-    test = evaluate(model, images, labels)
+    test = model.score(images, labels)
     assert np.shape(test["confusion"]) == (10, 2) and test["groups"] == ["0-4", "5-9"]
     paths = figures.write_run_figures(model, images, labels, test, history(), tmp_path)
     assert [Path(p).name for p in paths] == ["traversal.png", "confusion.png", "curves.png",
@@ -127,7 +126,7 @@ def test_write_run_figures_of_halves_names_the_groups(synthetic, tmp_path):
 def test_style_run_also_writes_analogies(synthetic, tmp_path):
     model = VAE(STYLE, rng=np.random.default_rng(0))
     images, labels = synthetic
-    test = evaluate(model, images, labels)
+    test = model.score(images, labels)
     paths = figures.write_run_figures(model, images, labels, test, history(), tmp_path)
     assert [Path(p).name for p in paths] == ["traversal.png", "confusion.png", "curves.png",
                                              "analogies.png"]
@@ -241,7 +240,7 @@ def test_run_title_names_the_folder_the_routing_and_whether_it_was_applied(tmp_p
     assert figures.run_title(tmp_path / "a" / "checkpoint.npz", {"train": {"routed": True}},
                              routing) == "a (halves, routed)"
     assert figures.run_title(tmp_path / "b", {"train": {"routing": False}},   # an older run
-                             routing) == "b (halves, plain VAE)"
+                             routing) == "b (halves, not routed)"
 
 
 @pytest.mark.parametrize("remove, message", [("metrics.json", "has not finished"),

@@ -168,7 +168,7 @@ def test_style_zero_is_todays_model():
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((3, 11), np.float32), r"shape \(N, 12\)"),
     (np.zeros(12, np.float32), r"shape \(N, 12\)"),
-    (np.zeros((3, 12), np.uint8), "to_rows"),
+    (np.zeros((3, 12), np.uint8), "to_input"),
     (np.full((3, 12), np.nan, np.float32), "NaN"),
 ])
 def test_bad_x_gives_one_line_value_error(model, bad, message):

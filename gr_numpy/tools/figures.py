@@ -346,7 +346,8 @@ def load_run(path):
 def run_title(path, metrics, routing):
     """'default (one-per-digit, routed)' or 'no-routing (halves, not routed)': the run folder's
     name, its routing, and whether training applied it."""
-    routed = metrics.get("train", {}).get("routed")
+    train = metrics.get("train", {})
+    routed = train.get("routed", train.get("routing"))        # older runs called it "routing"
     kind = {True: "routed", False: "not routed"}.get(routed, "routing unknown")
     return f"{checkpoint_file(path).parent.resolve().name} ({routing.name}, {kind})"
 

@@ -65,9 +65,7 @@ def routing_table(model, x, labels, eps):
     the batch mean in the loss, so the numbers do not depend on the batch size. A digit absent
     from the batch gives a row of NaN.
     """
-    x = model._check_x(x, "routing_table")
-    eps = model._check_eps(eps, x.shape[0], "routing_table")
-    labels = model._check_labels(labels, x.shape[0], "routing_table")
+    x, labels, eps = model.check_inputs(x, labels, eps, "routing_table")
     routing, N, K = model.routing, x.shape[0], model.config.latent
 
     _, cache = model.forward(x, eps)
