@@ -7,8 +7,8 @@ routing), metrics.json, and figures.
 
 The program reads as: parse the flags, build the recipe (a preset, then the flags given),
 train (gr_numpy/training.py), score the test set. The recipe's flags are the config fields
-that carry a "help" (VAEConfig, AutoencoderConfig, TrainConfig): one table, `RECIPE_FLAGS`,
-gives the parser, the preset defaults in --help and the resume guard's messages.
+whose metadata has a "help" (VAEConfig, AutoencoderConfig, TrainConfig): one table, `FLAGS`,
+gives the parser, each flag's preset values in --help and the resume guard's messages.
 """
 
 import math
@@ -19,34 +19,29 @@ import time
 from dataclasses import asdict, fields
 
 from gr_numpy.tools import cli
-from gr_numpy.tools.cli import OneLineParser, UserError, int_in, shown
 
 PROG = "train.py"
+if __name__ == "__main__":
+    cli.set_thread_env(sys.argv[1:], PROG)     # before NumPy's BLAS and Numba start
 
+from gr_numpy.autoencoder import AutoencoderConfig  # noqa: E402 (after the thread count)
+from gr_numpy.backend import ops  # noqa: E402
+from gr_numpy.checkpoint import MODELS, CHECKPOINT_NAME, CheckpointError  # noqa: E402
+from gr_numpy.checkpoint import load_checkpoint, load_model, save_checkpoint  # noqa: E402
+from gr_numpy.data import DataError, load_mnist, train_val_split  # noqa: E402
+from gr_numpy.files import write_json  # noqa: E402
+from gr_numpy.model import VAEConfig  # noqa: E402
+from gr_numpy.presets import PRESETS  # noqa: E402
+from gr_numpy.routing import ROUTINGS  # noqa: E402
+from gr_numpy.tools.cli import OneLineParser, UserError, int_in, shown  # noqa: E402
+from gr_numpy.tools.runfolder import claim  # noqa: E402
+from gr_numpy.training import ResumeMismatch, Trainer, TrainConfig, TrainingDiverged  # noqa: E402
+from gr_numpy.training import warm_up  # noqa: E402
 
-def set_thread_env(argv):
-    """Fix the thread count of BLAS and Numba from --threads before either starts: NumPy's BLAS
-    reads it once, at import, and the numpy backend's results depend on it."""
-    early = OneLineParser(prog=PROG, add_help=False)
-    early.add_argument("--threads", type=int_in(0, os.cpu_count() or 1), default=0)
-    n = early.parse_known_args(argv)[0].threads
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        if n:
-            os.environ[var] = str(n)
-
-
-def recipe_flags():
-    """flag -> the config fields it sets (cli.config_flags); imports the configs (NumPy)."""
-    from gr_numpy.autoencoder import AutoencoderConfig
-    from gr_numpy.model import VAEConfig
-    from gr_numpy.training import TrainConfig
-    return cli.config_flags(VAEConfig, AutoencoderConfig, TrainConfig)
+FLAGS = cli.config_flags(VAEConfig, AutoencoderConfig, TrainConfig)   # flag -> [(class, field)]
 
 
 def build_parser():
-    from gr_numpy.presets import PRESETS
-    from gr_numpy.routing import ROUTINGS
-
     p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     groups = {name: p.add_argument_group(title) for name, title in [
         ("recipe", "recipe (a preset, then the flags given)"), ("run", "run"), ("data", "data"),
@@ -60,7 +55,7 @@ def build_parser():
     g.add_argument("--routing", choices=list(ROUTINGS),
                    help="which code dims each digit trains (gr_numpy/routing.py); the code's "
                         "width follows from it (default: one-per-digit; halves presets: halves)")
-    cli.add_config_flags(groups, recipe_flags(), PRESETS)
+    cli.add_config_flags(groups, FLAGS, PRESETS)
     g = groups["run"]
     g.add_argument("--threads", type=int_in(0, os.cpu_count() or 1), default=0,
                    help="CPU threads for the kernels (default 0: all cores)")
@@ -85,23 +80,18 @@ def build_parser():
 def recipe(args):
     """The preset's fields, then the flags given -> (model class, routing, model config,
     TrainConfig)."""
-    from gr_numpy.checkpoint import MODELS
-    from gr_numpy.presets import PRESETS
-    from gr_numpy.routing import ROUTINGS
-    from gr_numpy.training import TrainConfig
-
     chosen = dict(PRESETS[args.preset])
     model_class, config_class = MODELS[chosen.pop("model", "vae")]
     own = {f.name for f in fields(config_class)}
-    for flag, setters in recipe_flags().items():
+    for flag, setters in FLAGS.items():
         given = getattr(args, setters[0][1].name, None)
         if given is None or given is False:
-            continue                                          # not given (or not a flag)
-        names = [f for config, f in setters if config in (config_class, TrainConfig)]
-        if not names:
+            continue                                          # not given (or set by --routing)
+        mine = [f for config, f in setters if config in (config_class, TrainConfig)]
+        if not mine:
             raise UserError(f"{flag} is a setting of the {setters[0][0].__name__}; --preset "
                             f"{args.preset} builds a {config_class.__name__}, which has none")
-        for f in names:
+        for f in mine:
             chosen[f.name] = (not f.default if f.type is bool else
                               given[::-1] if f.metadata.get("mirrors") else given)
     routing = ROUTINGS[args.routing or chosen.pop("routing", "one-per-digit")](
@@ -117,7 +107,12 @@ def recipe(args):
 
 
 def check_run(args, model_class, model, routing, train):
-    """Everything that can be checked before any work: paths, sizes, memory."""
+    """Everything that can be checked before any work: sizes, paths, memory.
+
+    The memory, counted in float32: parameters, gradients and Adam's two moments (4 copies);
+    the activations, caches and gradients of a batch (or of a 1000-image evaluation batch),
+    about six arrays per layer width; the MNIST arrays; ~400 MB for Python, NumPy and Numba.
+    """
     if train.train_subset > 60_000 - train.val_size:
         raise UserError(f"--train-subset {train.train_subset} is more than the "
                         f"{60_000 - train.val_size} training images left after --val-size "
@@ -127,35 +122,32 @@ def check_run(args, model_class, model, routing, train):
                         f"will hold) the MNIST files")
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one")
-    check_memory(model_class, model, routing, train.batch_size)
-
-
-def check_memory(model_class, model, routing, batch_size):
-    """Refuse a model whose training would not fit in the memory this machine has free.
-
-    Counted in float32: parameters, their gradients and Adam's two moments (4 copies); the
-    activations, caches and gradients of a batch (or of a 1000-image evaluation batch), about
-    six arrays per layer width; the MNIST arrays; and ~400 MB for Python, NumPy and Numba.
-    """
     params = sum(math.prod(s) for s in model_class.shapes(model, routing).values())
     widths = (784,) + model.enc_hidden + model.dec_hidden + (routing.code_dim,)
-    rows = max(batch_size, 1000)
+    rows = max(train.batch_size, 1000)
     need = 4 * (4 * params + 6 * rows * 2 * sum(widths)) + 70_000 * 784 + 400 * 2**20
     have = cli.available_memory()
     if have is not None and need > have:
         raise UserError(f"this model (--hidden {shown(model.enc_hidden)}, --batch-size "
-                        f"{batch_size}) needs about {need / 2**30:.1f} GiB of memory and "
+                        f"{train.batch_size}) needs about {need / 2**30:.1f} GiB of memory and "
                         f"{have / 2**30:.1f} GiB is free; use smaller --hidden or --batch-size")
+
+
+def contradiction(e):
+    """A ResumeMismatch as the flags say it: '--lr 0.001, this command gives --lr 0.002'."""
+    name = e.field.split(".")[-1]
+    flag = "--routing" if name == "routing" else next(
+        (flag for flag, setters in FLAGS.items() if any(f.name == name for _, f in setters)), None)
+    if flag is None:
+        return f"another --preset ({name} {e.stored}, now {e.given})"
+    if isinstance(e.stored, bool):                  # an ablation flag: given, or not
+        return f"{'no ' if e.stored else ''}{flag}, this command {'passes' if e.stored else 'omits'} it"
+    return f"{flag} {shown(e.stored)}, this command gives {flag} {shown(e.given)}"
 
 
 # ---------------------------------------------------------------------------- the program
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    set_thread_env(argv)            # before anything imports Numba or NumPy's BLAS
     args = build_parser().parse_args(argv)
-    from gr_numpy.checkpoint import CheckpointError
-    from gr_numpy.data import DataError
-
     try:                            # the one place an error the user can fix becomes one line
         return evaluate_checkpoint(args) if args.eval_only else train(args)
     except (UserError, CheckpointError, DataError) as e:
@@ -167,8 +159,6 @@ def train(args):
     model_class, routing, model_cfg, train_cfg = recipe(args)
     args.out = args.out or os.path.join(cli.RUNS, args.preset)
     check_run(args, model_class, model_cfg, routing, train_cfg)
-    from gr_numpy.checkpoint import CHECKPOINT_NAME
-    from gr_numpy.tools.runfolder import claim
     lock = claim(PROG, args.out, args.resume, args.overwrite, CHECKPOINT_NAME)
     try:
         return train_in_folder(args, routing, model_cfg, train_cfg)
@@ -178,11 +168,6 @@ def train(args):
 
 def train_in_folder(args, routing, model_cfg, train_cfg):
     """Load the data, train (or resume), score the test set once, write metrics and figures."""
-    from gr_numpy.backend import ops
-    from gr_numpy.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-    from gr_numpy.data import load_mnist, train_val_split
-    from gr_numpy.training import ResumeMismatch, Trainer, TrainingDiverged, warm_up
-
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # over a file-size limit: an OSError, not a kill
     t_start = time.perf_counter()
@@ -199,7 +184,7 @@ def train_in_folder(args, routing, model_cfg, train_cfg):
     print(f"data   | {len(tr_x)} train, {len(va_x)} validation, {len(test_images)} test "
           f"images | {time.perf_counter() - t_start:.1f} s", flush=True)
     if args.backend == "numba":
-        warm_up(model_cfg.dtype)
+        warm_up(model_cfg.dtype, log=lambda line: print(line, flush=True))
 
     checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
     trainer = Trainer(model_cfg, train_cfg, tr_x, tr_y, va_x, va_y, routing=routing,
@@ -238,24 +223,20 @@ def train_in_folder(args, routing, model_cfg, train_cfg):
 
 def score_and_write(args, trainer, test_images, test_labels, t_start):
     """Score the test set once, print it, write metrics.json and the run's figures."""
-    from gr_numpy.backend import ops
-    from gr_numpy.files import write_json
-    from gr_numpy.tools.figures import write_run_figures
-
-    model = trainer.model
+    model, routed = trainer.model, trainer.tcfg.routed
     scores = model.score(test_images, test_labels)
-    metrics = {**model.test_metrics(scores), "routed": trainer.tcfg.routed,
+    metrics = {**model.test_metrics(scores), "routed": routed,
                "wall_seconds": time.perf_counter() - t_start, "history": trainer.history,
                "model": trainer.mcfg.to_dict(), "routing": model.routing.to_dict(),
                "train": asdict(trainer.tcfg), "backend": args.backend,
                "threads": ops.get_threads()}
-    for line in model.report(scores):
-        print(line, flush=True)
+    print("\n".join(model.report(scores)), flush=True)
     try:
         write_json(os.path.join(args.out, cli.METRICS_NAME), metrics)
         if not args.no_figures:
+            from gr_numpy.tools.figures import write_run_figures   # matplotlib: only here
             title = (f"{os.path.basename(os.path.abspath(args.out))} ({model.routing.name}, "
-                     f"{'routed' if trainer.tcfg.routed else 'not routed'})")
+                     f"{'routed' if routed else 'not routed'})")
             for path in write_run_figures(model, test_images, test_labels, scores,
                                           trainer.history, args.out, title):
                 print(f"figure | {path}", flush=True)
@@ -267,30 +248,12 @@ def score_and_write(args, trainer, test_images, test_labels, t_start):
     return 0
 
 
-def contradiction(e):
-    """A ResumeMismatch as the flags say it: '--lr 0.001, this command gives --lr 0.002'."""
-    field = e.field.split(".")[-1]
-    flag = next((flag for flag, setters in recipe_flags().items()
-                 if any(f.name == field for _, f in setters)), None)
-    flag = "--routing" if field == "routing" else flag
-    if field in ("routed", "relu_z"):              # on unless the flag is given
-        return f"{'no ' if e.stored else ''}{flag}, this command {'passes' if e.stored else 'omits'} it"
-    if flag is None:
-        return f"another --preset ({field} {e.stored}, now {e.given})"
-    return f"{flag} {shown(e.stored)}, this command gives {flag} {shown(e.given)}"
-
-
 def evaluate_checkpoint(args):
     """Score a checkpoint on the test set and print what train.py prints at the end of a run."""
-    from gr_numpy.backend import ops
-    from gr_numpy.checkpoint import load_model
-    from gr_numpy.data import load_mnist
-
     ops.set_backend(args.backend)
     model = load_model(args.checkpoint or args.out or os.path.join(cli.RUNS, args.preset))
     images, labels = load_mnist("test", args.data_dir)
-    for line in model.report(model.score(images, labels)):
-        print(line)
+    print("\n".join(model.report(model.score(images, labels))))
     return 0
 
 

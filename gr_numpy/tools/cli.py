@@ -25,6 +25,19 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def set_thread_env(argv, prog):
+    """Read --threads N from argv and fix the thread count of BLAS and Numba at N (0: leave them
+    at all cores). Call it before NumPy or Numba is imported: each reads it once, at start-up,
+    and the numpy backend's results depend on it. (ops.set_threads changes Numba's count of a
+    running process, up to this one.)"""
+    early = OneLineParser(prog=prog, add_help=False)
+    early.add_argument("--threads", type=int_in(0, os.cpu_count() or 1), default=0)
+    n = early.parse_known_args(argv)[0].threads
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        if n:
+            os.environ[var] = str(n)
+
+
 def fail(prog, message):
     """Print `prog: error: message` as one line on stderr and exit with code 2."""
     print(f"{prog}: error: {message}", file=sys.stderr)
