@@ -19,6 +19,7 @@ Set GR_NUMPY_NO_DOWNLOAD=1 to skip steps 1 and 2 (offline use, tests).
 Run `python -m gr_numpy.data [--data-dir DIR]` to fetch, verify and print per-class counts.
 """
 
+import argparse
 import gzip
 import hashlib
 import http.client
@@ -340,6 +341,31 @@ def to_rows(images):
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
 
 
-if __name__ == "__main__":      # `python -m gr_numpy.data`: the command lives with the tools
-    from gr_numpy.tools.fetch import main
+# ---------------------------------------------------------------------------------------------
+# python -m gr_numpy.data
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    """Fetch MNIST if needed, verify it, print the per-class counts. Errors are one line and
+    exit code 2, as in every tool (tools/cli.py; this module imports nothing from tools/)."""
+    prog = "python -m gr_numpy.data"
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__.split(".")[0] + ".")
+    parser.error = lambda message: parser.exit(2, f"{prog}: error: {message} (see --help)\n")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $GR_NUMPY_DATA, else "
+                                           "~/.cache/gr_numpy/mnist; fetched if missing)")
+    args = parser.parse_args(argv)
+    try:
+        directory = ensure_mnist(args.data_dir)
+        counts = {split: np.bincount(load_mnist(split, directory, fetch=False)[1], minlength=10)
+                  for split in SPLITS}
+    except DataError as e:
+        parser.exit(2, f"{prog}: error: {e}\n")
+    print(f"MNIST is in {directory} (4 files, SHA-256 verified)")
+    print("digit " + "".join(f"{d:>6}" for d in range(10)) + "   total")
+    for split, c in counts.items():
+        print(f"{split:<6}" + "".join(f"{n:>6}" for n in c) + f"{c.sum():>8}")
+    return 0
+
+
+if __name__ == "__main__":
     sys.exit(main())
