@@ -1,4 +1,4 @@
-"""Layers as forward/backward pairs: Linear, ReLU, ELU, Sigmoid, Linear + activation, style inputs.
+"""Layers as forward/backward pairs: Linear, ReLU, ELU, Linear + activation, style inputs; Sigmoid.
 
 Each `*_forward` returns `(out, cache)`; the matching `*_backward(dout, cache)` returns the
 gradient with respect to each input, as new arrays (the incoming `dout` is never modified).
@@ -12,7 +12,7 @@ Shapes: N batch rows, D_in / D_out layer widths, K digit dims, S style dims. Con
 import numpy as np
 
 from .backend import ops
-from .backend.numpy_ops import elu, sigmoid     # the one definition of each, in NumPy
+from .backend.numpy_ops import sigmoid     # the one definition, in NumPy
 
 
 # ---------------------------------------------------------------------------- Linear
@@ -48,18 +48,11 @@ def relu_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------------- ELU
-def elu_forward(x):
-    """out = x if x > 0 else exp(x) - 1.   x (N, D) -> out (N, D).
-
-    Smooth below zero, so a unit is never completely dead; the decoder reconstructs better with it.
-    (The model's hidden layers use the fused linear_elu_forward below.)
-    """
-    out = elu(x)
-    return out, out
-
-
+# out = elu(x) = x if x > 0 else exp(x) - 1: smooth below zero, so a unit is never completely
+# dead; the decoder reconstructs better with it. Its forward pass is fused into the product
+# (linear_elu_forward below); its backward needs only the output.
 def elu_backward(dout, cache):
-    """d elu/dx = 1 if x > 0 else exp(x) = out + 1.   dout (N, D) -> dx (N, D)."""
+    """d elu/dx = 1 if x > 0 else exp(x) = out + 1.   dout (N, D), cache out -> dx (N, D)."""
     out = cache
     return ops.elu_backward(dout, out)
 
@@ -70,11 +63,8 @@ def sigmoid_forward(x):
     out = sigmoid(x)
     return out, out
 
-
-def sigmoid_backward(dout, cache):
-    """d sigmoid/dx = out * (1 - out).   dout (N, D) -> dx (N, D)."""
-    out = cache
-    return dout * out * (1 - out)
+# (No sigmoid_backward: the loss works on the logits, bce_with_logits in losses.py, whose
+# gradient s - x already goes through the sigmoid.)
 
 
 # ---------------------------------------------------------------------------- Linear + activation

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gr_numpy import layers, losses
+from gr_numpy.backend import numpy_ops
 from gr_numpy.gradcheck import check_gradient, numerical_gradient, numerical_gradient_array
 from gr_numpy.model import VAE, VAEConfig
 from gr_numpy.routing import halves, one_per_digit, two_per_digit
@@ -76,8 +77,8 @@ def test_linear_activation_backward(rng, act, bias):
     dh = rng.normal(size=(3, 7))
     dh_before = dh.copy()
     h, cache = forward(x, W, b)
-    act_forward = {"relu": layers.relu_forward, "elu": layers.elu_forward}[act]
-    np.testing.assert_allclose(h, act_forward(a)[0], rtol=1e-12, atol=1e-15)
+    act_forward = {"relu": lambda a: np.maximum(a, 0), "elu": numpy_ops.elu}[act]
+    np.testing.assert_allclose(h, act_forward(a), rtol=1e-12, atol=1e-15)
     dx, dW, db = backward(dh, cache)
     np.testing.assert_array_equal(dh, dh_before)       # the incoming gradient is not modified
     f = lambda: forward(x, W, b)[0]
@@ -89,11 +90,15 @@ def test_linear_activation_backward(rng, act, bias):
         assert db is None
 
 
-@pytest.mark.parametrize("name", ["relu", "elu", "sigmoid"])
+def elu_forward(x):                     # the ELU's forward is fused into linear_elu_forward
+    out = numpy_ops.elu(x)
+    return out, out
+
+
+@pytest.mark.parametrize("name", ["relu", "elu"])
 def test_activation_backward(rng, name):
     forward, backward = {"relu": (layers.relu_forward, layers.relu_backward),
-                         "elu": (layers.elu_forward, layers.elu_backward),
-                         "sigmoid": (layers.sigmoid_forward, layers.sigmoid_backward)}[name]
+                         "elu": (elu_forward, layers.elu_backward)}[name]
     x = off_kink(rng.normal(size=(4, 5)) * 2)
     dout = rng.normal(size=(4, 5))
     dout_before = dout.copy()
