@@ -93,7 +93,7 @@ def correlation_penalty(a, b, eps=1e-8):
     Forward, for the columns z_j of z = [a, b] (N, P + Q):
 
         c_j = z_j - mean(z_j)                     centre
-        s_j = sqrt(sum_n c_nj^2 / (N - 1)) + eps  spread (eps only keeps a constant column finite)
+        s_j = sqrt(sum_n c_nj^2 / (N - 1)) + eps  spread (eps keeps u_j finite: 0 on a constant column)
         u_j = c_j / s_j                           standardise                     u (N, P + Q)
         R   = u_a.T @ u_b / N                     correlations                    R (P, Q)
         loss = sum |R| / (P Q)
@@ -105,6 +105,10 @@ def correlation_penalty(a, b, eps=1e-8):
         ds_j = -sum_n du_nj c_nj / s_j^2          u_j = c_j / s_j  (s_j is shared by the column)
         dc_j = du_j / s_j + ds_j c_j / ((N - 1) sigma_j)   with sigma_j = s_j - eps: both
                                                   paths into c_j, d sigma_j/dc_nj = c_nj / ((N-1) sigma_j)
+
+    The eps does not reach that last derivative: on a constant column (sigma_j = 0, c_j = 0) it
+    is 0 / 0, and the square root has no derivative at 0. There the spread path is taken as 0,
+    its value on every other side of the kink along c_j = 0, so the gradient stays finite.
         dz_j = dc_j - mean(dc_j)                  c_j = z_j - mean(z_j)
 
     With eps = 0 the last three lines fold into one:
@@ -125,7 +129,8 @@ def correlation_penalty(a, b, eps=1e-8):
     du = np.concatenate([u_b @ dR.T / N, u_a @ dR / N], axis=1)  # (N, P + Q)
     ds = -(du * c).sum(axis=0) / (s * s)                        # (P + Q,)
     dc_direct = du / s                                          # through u = c / s
-    dc_spread = ds * c / ((N - 1) * sigma)                      # through s = sigma(c) + eps
+    dsigma_dc = np.divide(c, (N - 1) * sigma, out=np.zeros_like(c), where=sigma > 0)
+    dc_spread = ds * dsigma_dc                                  # through s = sigma(c) + eps
     dc = dc_direct + dc_spread                                  # two paths meet at c
     dz = dc - dc.mean(axis=0)                                   # (N, P + Q)
     return loss, dz[:, :P], dz[:, P:]

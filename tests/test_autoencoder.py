@@ -40,6 +40,24 @@ def test_correlation_penalty_gradient(rng, N, P, Q):
     check_gradient(db, numerical_gradient(lambda: losses.correlation_penalty(a, b)[0], b), TOL, "db")
 
 
+def test_correlation_penalty_gradient_is_finite_on_a_constant_column_and_at_two_rows(rng):
+    """A column that never moves (a dead code dim) has sigma = 0: its spread path is 0 / 0
+    unless the backward treats it; at N = 2 every correlation is +-1 (N - 1 = 1 in the spread)."""
+    a, b = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    a[:, 1] = 0.5                                           # constant (exactly: c = 0)
+    loss, da, db = losses.correlation_penalty(a, b)
+    assert np.isfinite(loss) and np.isfinite(da).all() and np.isfinite(db).all()
+    live = [0, 2]                                           # the other columns: still checked
+    f = lambda: losses.correlation_penalty(a, b)[0]
+    check_gradient(da[:, live], numerical_gradient(f, a)[:, live], TOL, "da live columns")
+    check_gradient(db, numerical_gradient(f, b), TOL, "db")
+    a2, b2 = rng.normal(size=(2, 2)), rng.normal(size=(2, 3))
+    loss, da2, db2 = losses.correlation_penalty(a2, b2)
+    assert np.isfinite(loss) and np.isfinite(da2).all() and np.isfinite(db2).all()
+    f2 = lambda: losses.correlation_penalty(a2, b2)[0]
+    np.testing.assert_allclose(da2, numerical_gradient(f2, a2), atol=1e-6)
+
+
 def test_correlation_penalty_forward_maths(rng):
     """Mean |Pearson r| times (N - 1) / N: the paper's standardisation (sample std) over N."""
     N, a, b = 11, rng.normal(size=(11, 3)), rng.normal(size=(11, 2))
