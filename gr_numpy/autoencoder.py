@@ -17,7 +17,9 @@ paper. The loss, with the paper's weights (VAE-free, so no labels except through
       + sum_g MAE(certificate_g(z[:, half g]), x)          the certificates: reach no encoder weight
 
 `Autoencoder.backward` reads as the forward pass in reverse; its fenced GRADIENT ROUTING block is
-the same line as the VAE's. Not here: the optimiser (adam.py, AdamW), the loop (training.py).
+the same line as the VAE's. The hidden stacks and what both models share are in mlp.py;
+`Autoencoder.score` is the certificate table. Not here: the optimiser (adam.py, with the
+paper's coupled weight decay in the halves presets), the loop (training.py).
 
 Glossary: N batch, D pixels (784), H a hidden width, C code dims (32), G groups (2 halves).
 """

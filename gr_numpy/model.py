@@ -13,7 +13,9 @@ gradient routing: in `VAE.backward`, between the decoder's and the encoder's bac
 dL/dz is multiplied by the model's routing mask (routing.py): with one dim per digit, each row
 keeps only its label's column of the digit dims.
 Parameters are one plain dict of named arrays and the gradients come back in a dict with the
-same keys. Not here: the optimiser (adam.py), the data (data.py), the training loop (training.py).
+same keys. The hidden stacks and what both models share (pixels, batched encode and decode,
+input checks) are in mlp.py; `VAE.score` is the read-out the README's accuracy means. Not here:
+the optimiser (adam.py), the data (data.py), the training loop (training.py).
 
 Glossary: N batch, D pixels (784), H a hidden width, K routed (digit) dims, S style dims.
 """
