@@ -13,6 +13,7 @@ gives the parser, each flag's preset values in --help and the resume guard's mes
 
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -34,6 +35,7 @@ from gr_numpy.model import VAEConfig  # noqa: E402
 from gr_numpy.presets import PRESETS  # noqa: E402
 from gr_numpy.routing import ROUTINGS  # noqa: E402
 from gr_numpy.tools.cli import OneLineParser, UserError, int_in, shown  # noqa: E402
+from gr_numpy.tools.records import commit, cpu_model  # noqa: E402
 from gr_numpy.tools.runfolder import claim  # noqa: E402
 from gr_numpy.training import ResumeMismatch, Trainer, TrainConfig, TrainingDiverged  # noqa: E402
 from gr_numpy.training import warm_up  # noqa: E402
@@ -147,7 +149,9 @@ def contradiction(e):
 
 # ---------------------------------------------------------------------------- the program
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["python", PROG] + argv)           # kept in metrics.json
     try:                            # the one place an error the user can fix becomes one line
         return evaluate_checkpoint(args) if args.eval_only else train(args)
     except (UserError, CheckpointError, DataError) as e:
@@ -229,7 +233,8 @@ def score_and_write(args, trainer, test_images, test_labels, t_start):
                "wall_seconds": time.perf_counter() - t_start, "history": trainer.history,
                "model": trainer.mcfg.to_dict(), "routing": model.routing.to_dict(),
                "train": asdict(trainer.tcfg), "backend": args.backend,
-               "threads": ops.get_threads()}
+               "threads": ops.get_threads(), "command": args.command, "commit": commit(),
+               "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")}
     print("\n".join(model.report(scores)), flush=True)
     try:
         write_json(os.path.join(args.out, cli.METRICS_NAME), metrics)
