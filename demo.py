@@ -114,7 +114,7 @@ def write_html(path, model, images, labels, seed):
                       slider_names(model.routing))
     scores = agreement(model, images[chosen], labels[chosen])
     (acc, mse), (page_acc, page_mse) = scores["checkpoint"], scores["page"]
-    read_out = (f"read-out {page_acc:.2f}% (checkpoint {acc:.2f}%), " if model.kind == "vae"
+    read_out = (f"read-out {page_acc:.2f}% (checkpoint {acc:.2f}%), " if not model.certificates
                 else "")                                 # the autoencoder names no digit
     print(f"wrote {path} ({size / 1e6:.2f} MB, {len(chosen)} test digits) | on those digits: "
           f"{read_out}MSE {page_mse:.5f} ({mse:.5f})")
@@ -139,7 +139,7 @@ def main(argv=None):
         model = load_model(args.checkpoint)                     # a run folder or its .npz
     except CheckpointError as e:
         fail(str(e))
-    if model.kind == "autoencoder" and args.morph:
+    if model.certificates and args.morph:
         fail(f"{args.checkpoint} holds the paper's autoencoder (--preset halves): --morph shows "
              f"VAEs only; --save PNG renders its window with both certificates, --html its page")
     fig = open_window_figure() if interactive else None
@@ -160,7 +160,7 @@ def main(argv=None):
         if not (args.save or args.morph):
             return 0
     images, labels = load_test_set(args.data_dir)
-    window = CertificateDemo if model.kind == "autoencoder" else Demo
+    window = CertificateDemo if model.certificates else Demo
     demo = window(model, images, labels, rng=np.random.default_rng(args.seed), fig=fig)
 
     try:

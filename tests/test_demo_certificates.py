@@ -57,8 +57,9 @@ def drawings(demo, z):
     """z (C,) -> what the window must show: the main decoder's, certificate 0's and 1's
     drawings of z, computed here from Autoencoder.decode, each (SIDE, SIDE) in [0, 1]."""
     z = np.asarray(z, dtype=np.float32)[None, :]
-    return [np.clip((demo.model.decode(z, certificate=c) + 1) / 2, 0, 1).reshape(SIDE, SIDE)
-            for c in (None, 0, 1)]
+    m = demo.model
+    return [np.clip(((m.decode(z) if c is None else m.decode_certificate(z, c)) + 1) / 2,
+                    0, 1).reshape(SIDE, SIDE) for c in (None, 0, 1)]
 
 
 def assert_shows_drawings_of_sliders(demo):

@@ -232,6 +232,6 @@ def test_the_autoencoders_page_computes_what_numpy_computes(browser, test_set, t
     np.testing.assert_allclose(result["encoded"], twin.encode(2 * images - 1), rtol=0, atol=1e-4)
     for g in (0, 1):
         np.testing.assert_allclose([c[g] for c in result["certificates"]],
-                                   (twin.decode(codes, certificate=g) + 1) / 2, rtol=0, atol=1e-4)
+                                   (twin.decode_certificate(codes, g) + 1) / 2, rtol=0, atol=1e-4)
     assert result["changedPixels"] > 0 and result["sliders"] == 8
     assert result["legends"] == ["digits 0-4", "digits 5-9"]

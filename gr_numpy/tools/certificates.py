@@ -1,36 +1,17 @@
-"""The paper's experiment shown: the certificate table as text, certificates.png, the MAE bars.
+"""The paper's experiment shown: certificates.png and the MAE bars (the table: Autoencoder.report).
 
 A certificate decoder redraws every image from one half of the autoencoder's code. Its MAE on
 the digits routed to the *other* half, over its MAE on its own half's digits, says how much of
 those digits the half holds: near 1 it holds both groups, well above 1 it holds only its own
-(Cloud et al. 2024, Table 2). Scores come from `training.evaluate_certificates`.
+(Cloud et al. 2024, Table 2). Scores come from `Autoencoder.score`.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from ..training import input_rows
 
 ORDER = ("first", "second")                # the certificates, by the half they read
-
-
-def certificate_lines(scores):
-    """scores (evaluate_certificates) -> lines of a small table, test MAE then the paper's MSE,
-    pixels in [-1, 1]."""
-    groups = list(scores["certificates"]["first"])                       # ["0-4", "5-9"]
-    lines = [f"test   | MAE (pixels in [-1, 1]) | main decoder {scores['mae']:.4f}",
-             f"       | {'certificate':<22} | " + " | ".join(f"on {g:<5}" for g in groups)
-             + " | other / own"]
-    for table, ratios in (("certificates", "ratios"), ("certificates_mse", "mse_ratios")):
-        if table == "certificates_mse":
-            lines.append("       | MSE, per-digit mean    | (the metric of the paper's Table 2)")
-        for g, name in enumerate(ORDER):
-            row = scores[table][name]
-            lines.append(f"       | {name + ' half (' + groups[g] + ')':<22} | "
-                         + " | ".join(f"{row[k]:8.4f}" for k in groups)
-                         + f" | {scores[ratios][name]:.2f}x")
-    return lines
 
 
 def _examples(routing, labels, per_digit=2):
@@ -42,11 +23,11 @@ def _examples(routing, labels, per_digit=2):
 def plot_certificates(ax_grid, model, images, labels, title):
     """Rows: test digits, the main reconstruction, certificate first, certificate second."""
     idx = _examples(model.routing, labels)
-    x = input_rows(model, images[idx])
+    x = model.to_input(images[idx])
     z = model.encode(x)
     rows = [("input", x), ("decoder", model.decode(z))]
     groups = model.routing.group_names
-    rows += [(f"{name} half\n({groups[g]})", model.decode(z, certificate=g))
+    rows += [(f"{name} half\n({groups[g]})", model.decode_certificate(z, g))
              for g, name in enumerate(ORDER)]
     for r, (name, pictures) in enumerate(rows):
         for c in range(len(idx)):

@@ -124,9 +124,11 @@ def field_type(flag, f):
             values = tuple(int(h) for h in str(text).split(","))
         except ValueError:
             values = ()
-        if not values or not all(lo <= w <= hi for w in values):
-            raise argparse.ArgumentTypeError(f"{flag} must be comma-separated integers from {lo} "
-                                             f"to {hi} like 512,256, got {text!r}")
+        if not values or min(values) < lo:
+            raise argparse.ArgumentTypeError(f"{flag} must be comma-separated positive integers "
+                                             f"like 512,256, got {text!r}")
+        if max(values) > hi:
+            raise argparse.ArgumentTypeError(f"{flag} widths must be at most {hi}, got {text!r}")
         return values
     return widths
 

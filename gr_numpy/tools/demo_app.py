@@ -24,7 +24,6 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.widgets import Button, Slider
 
 from ..data import to_rows
-from ..training import input_rows, model_pixels
 from ..files import save_atomically
 
 SIDE = 28                     # images are SIDE x SIDE = D pixels
@@ -134,7 +133,7 @@ def code_stats(model, images=None, labels=None):
 
     model: a VAE, or the paper's autoencoder (its code is linear: signed on every dim). images
     uint8 (N, 28, 28) and labels (N,), normally the MNIST test set, given to the model in its own
-    pixel range (training.input_rows). hi is the 99th percentile of each dim over the test codes,
+    pixel range (model.to_input). hi is the 99th percentile of each dim over the test codes,
     lo the 1st (0 on the routed dims of a VAE with ReLU on z; the autoencoder's widened to hold
     0, where Reset puts every slider); where a digit's median code is not positive on its group,
     its prototype takes the middle of the range. Without images: a VAE's routed dims 0..DEFAULT_MAX,
@@ -144,18 +143,18 @@ def code_stats(model, images=None, labels=None):
     K, C = model.routing.routed_dims, model.routing.code_dim
     if images is None or len(images) == 0:
         lo = np.full(C, -DEFAULT_MAX)
-        if model.kind == "vae":
+        if getattr(model.config, "relu_z", False):
             lo[:K] = 0.0
         hi = np.full(C, DEFAULT_MAX)
         codes, labels = np.zeros((0, C)), np.zeros(0, dtype=np.intp)
     else:
-        codes = model.code(input_rows(model, images))                       # (N, C)
+        codes = model.code(model.to_input(images))                          # (N, C)
         hi = np.percentile(codes, 99, axis=0)
         lo = np.percentile(codes, 1, axis=0)
-        if model.kind == "autoencoder":                # signed dims, each with 0 in its range
-            lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
-        elif model.config.relu_z:
+        if getattr(model.config, "relu_z", False):     # a ReLU'd code: the routed dims >= 0
             lo[:K] = 0.0
+        else:                                          # signed dims, each with 0 in its range
+            lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         hi = np.where(hi > lo + 1e-6, hi, lo + DEFAULT_MAX)   # a dim that never fires still slides
     return lo, hi, model.routing.prototypes(codes, labels, fallback=(lo + hi) / 2)
 
@@ -202,7 +201,7 @@ def write_morph(model, prototypes, path, frames=91, fps=12):
     """Write a GIF: the decoded image and the code bars as the code sweeps from 0 to 9."""
     routing = model.routing
     codes = morph_codes(prototypes, frames)                      # (frames, C)
-    images = model.decode(codes).reshape(frames, SIDE, SIDE)     # every frame in one batch
+    images = model.draw(codes).reshape(frames, SIDE, SIDE)       # every frame in one batch
     C = routing.code_dim
     fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(4 + 0.04 * max(C - 10, 0), 2), dpi=80,
                                          gridspec_kw={"width_ratios": [1, 1.3]})
@@ -427,12 +426,12 @@ class Demo:
     def encode_input(self, x):
         """x (1, D) in [0, 1] -> (the code the group is read off, the code the decoder reads),
         each (1, C): the VAE's mean mu, and its noiseless code."""
-        mu = self.model.encode(model_pixels(self.model, x))
-        return mu, self.model.code_of_mean(mu)
+        encoded = self.model.encode(self.model.to_input(x))
+        return self.model.readout_of(encoded), self.model.code_of(encoded)
 
     def picture(self, z):
         """z (C,) -> the decoder's drawing (SIDE, SIDE), pixels in [0, 1]."""
-        return self.model.decode(z).reshape(SIDE, SIDE)
+        return self.model.draw(z).reshape(SIDE, SIDE)
 
     # ---------------------------------------------------------------- the code and the image
     def slider_values(self):

@@ -3,7 +3,7 @@
 The same window as demo_app.Demo (its sliders, keys, buttons, canvas and bars), laid out for
 the halves: the 32 sliders in the groups "0-4" and "5-9", and on top, drawn from the sliders'
 code z, the main decoder's picture and each certificate's. Certificate g reads only its half
-of z (`Autoencoder.decode(z, certificate=g)`), so moving a 0-4 slider leaves what the 5-9
+of z (`Autoencoder.decode_certificate(z, g)`), so moving a 0-4 slider leaves what the 5-9
 certificate draws exactly as it was: the window shows the certificate's argument in pixels,
 and what a routed half holds is what its certificate can draw.
 
@@ -17,7 +17,6 @@ Glossary: D pixels (784 = 28 x 28), C code dims (32), G groups (2 halves).
 
 import numpy as np
 
-from ..training import model_pixels
 from .demo_app import SIDE, Demo
 
 LOWER = 0.1                   # the bottom row of panels (input, canvas) starts at this height
@@ -57,13 +56,15 @@ class CertificateDemo(Demo):
     def encode_input(self, x):
         """x (1, D) in [0, 1] -> (|z|, z), each (1, C): the group is read off the sizes of the
         code z the decoders read (no mean, no sampling)."""
-        z = self.model.encode(model_pixels(self.model, x))
-        return np.abs(z), z
+        z = self.model.encode(self.model.to_input(x))
+        return self.model.readout_of(z), z
 
     def picture(self, z, certificate=None):
         """z (C,) -> the main decoder's drawing (SIDE, SIDE) in [0, 1], or certificate g's
         drawing from its half of z."""
-        y = self.model.decode(np.asarray(z)[None, :], certificate=certificate)   # (1, D)
+        z = np.asarray(z)[None, :]
+        y = self.model.decode(z) if certificate is None else \
+            self.model.decode_certificate(z, certificate)                  # (1, D)
         return unit_pixels(y).reshape(SIDE, SIDE)
 
     def group_read(self, z):

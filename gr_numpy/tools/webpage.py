@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training import build_model, input_rows
+from ..checkpoint import build_model
 from ..files import write_atomically
 
 TEMPLATE = Path(__file__).with_name("demo_page.html")
@@ -54,18 +54,18 @@ def page_params(params):
 
 def page_model(model):
     """The model (VAE or autoencoder) with the page's (quantized) weights."""
-    return build_model(model.config, params=page_params(model.params), routing=model.routing)
+    return build_model(model.config, routing=model.routing, params=page_params(model.params))
 
 
 def code_of(model, x):
     """x (N, D) as the model reads it -> the code its decoder reads: the VAE's noiseless code
     (ReLU on the routed part of mu), the autoencoder's code itself."""
-    return model.code_of_mean(model.encode(x)) if model.kind == "vae" else model.encode(x)
+    return model.code(x)
 
 
 def drawing(model, z):
     """z (N, C) -> the decoder's picture (N, D) in [0, 1]: the autoencoder draws in [-1, 1]."""
-    return model.decode(z) if model.kind == "vae" else np.clip((model.decode(z) + 1) / 2, 0, 1)
+    return model.draw(z)
 
 
 def _b64(array):
@@ -131,12 +131,12 @@ def write_page(path, model, images, labels, lo, hi, prototypes, names):
 def agreement(model, images, labels):
     """The page's weights against the checkpoint's on the embedded images -> (read-out %, MSE
     of the drawing, pixels in [0, 1]) of each: {"checkpoint": (acc, mse), "page": (acc, mse)}."""
-    x = input_rows(model, images)
+    x = model.to_input(images)
     pixels = images.reshape(len(images), -1) / 255.0
     result = {}
     for name, m in (("checkpoint", model), ("page", page_model(model))):
         mu = m.encode(x)
-        acc = float(np.mean(m.routing.read_group(mu) == m.routing.label_group[labels]))
+        acc = float(np.mean(m.routing.read_group(m.readout_of(mu)) == m.routing.label_group[labels]))
         mse = float(((drawing(m, code_of(m, x)) - pixels) ** 2).mean())
         result[name] = (100 * acc, mse)
     return result
