@@ -48,6 +48,7 @@ import numpy as np
 
 from gr_numpy.tools.cli import RUNS, OneLineParser, int_in, output_file
 from gr_numpy.files import write_atomically
+from gr_numpy.tools import records
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m bench` runs
 PAUSE = 0.3   # seconds of idle between the two libraries' measurements (see the docstring)
@@ -131,14 +132,7 @@ def cpu_model():
             return match.group(1).strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            match = re.search(r"^model name\s*:\s*(.+)$", f.read(), flags=re.M)
-            if match:
-                return match.group(1).strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return records.cpu_model()                     # /proc/cpuinfo's name, as every record has
 
 
 def machine():

@@ -89,10 +89,6 @@ class AutoencoderConfig:
         """C, the width of the code every decoder reads part or all of."""
         return self.code
 
-    @property
-    def decoder_input_dim(self):
-        return self.code
-
 
 def stacks(cfg, routing):
     """The autoencoder's hidden stacks: the encoder's, the main decoder's (from the whole

@@ -132,10 +132,6 @@ class Model:
         """x (N, D) -> (N, C): the noiseless code the decoder reads."""
         return self.code_of(self.encode(x, batch_size))
 
-    def read(self, x, batch_size=1000):
-        """x (N, D) -> (N,): the routing group the model names for each image (no label used)."""
-        return self.routing.read_group(self.readout_of(self.encode(x, batch_size)))
-
     def decode(self, z, batch_size=1000):
         """z (N, C) codes as the decoder reads them -> (N, D), pixels in the model's range."""
         z = np.asarray(z)

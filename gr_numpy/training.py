@@ -213,18 +213,18 @@ class Trainer:
         if stored_config.kind != self.mcfg.kind:
             raise ResumeMismatch("model.kind", stored_config.kind, self.mcfg.kind)
         stored_model = stored_config.to_dict()
-        for field, value in self.mcfg.to_dict().items():
-            if stored_model[field] != value:
-                raise ResumeMismatch(f"model.{field}", stored_model[field], value)
+        for name, value in self.mcfg.to_dict().items():
+            if stored_model[name] != value:
+                raise ResumeMismatch(f"model.{name}", stored_model[name], value)
         if stored_routing != self.routing:                    # same name, other groups
             raise ResumeMismatch("routing", stored_routing.to_dict(), self.routing.to_dict())
         stored_train = TrainConfig(**meta.get("train", {}))
-        for field, value in asdict(self.tcfg).items():
-            stored = getattr(stored_train, field)
-            if field == "epochs" and value >= meta["epoch"]:
+        for name, value in asdict(self.tcfg).items():
+            stored = getattr(stored_train, name)
+            if name == "epochs" and value >= meta["epoch"]:
                 continue                                      # extending (or ending) a run
             if stored != value:
-                raise ResumeMismatch(f"train.{field}", stored, value)
+                raise ResumeMismatch(f"train.{name}", stored, value)
         self.model = build_model(self.mcfg, routing=self.routing, params=params)
         self.opt = optimizer_of(self.model, self.tcfg)
         self.opt.load_state_dict(adam_state)
